@@ -75,6 +75,15 @@ class Backbone(nn.Module, ABC):
             return b.device
         return torch.device("cpu")
 
+    def close(self) -> None:
+        """Release what the adapter holds besides its weights (hooks); a no-op here."""
+
+    def __enter__(self) -> "Backbone":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
     def describe(self) -> dict[str, Any]:
         """A JSON-serialisable summary for manifests and reports."""
         return {

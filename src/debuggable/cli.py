@@ -1,0 +1,113 @@
+"""The ``debuggable`` command: one sub-command per stage, plus ``demo``, ``run``, ``init`` and ``status``.
+
+Every stage sub-command takes a ``run.toml`` (or the run directory holding one),
+runs the stages it depends on when they are not done yet, and skips work that is
+already complete for the current config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from debuggable import __version__
+from debuggable.errors import DebuggableError
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="torch device: auto (default: the config's), cpu, cuda, cuda:1, mps")
+    p.add_argument("--force", action="store_true", help="redo the stage even when it is up to date")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="debuggable",
+        description="Make a trained deep network debuggable: extract its features, fit a sparse decision "
+        "layer, find its failures, and report.",
+    )
+    parser.add_argument("--version", action="version", version=f"debuggable {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run every stage on the built-in Animal-MNIST data with a planted spurious patch")
+    demo.add_argument("--out", default="debuggable-demo", help="run directory (default: ./debuggable-demo)")
+    _add_common(demo)
+
+    init = sub.add_parser("init", help="write a run.toml with every setting at its default")
+    init.add_argument("out", help="run directory to create")
+    init.add_argument("--demo", action="store_true", help="start from the demo's settings")
+
+    from debuggable.pipeline import STAGES
+
+    run = sub.add_parser("run", help="run every stage of a run.toml")
+    run.add_argument("config", help="run.toml, or a run directory holding one")
+    _add_common(run)
+
+    for stage in STAGES:
+        p = sub.add_parser(stage.name, help=stage.help)
+        p.add_argument("config", help="run.toml, or a run directory holding one")
+        _add_common(p)
+
+    status = sub.add_parser("status", help="show which stages of a run are done, partial or stale")
+    status.add_argument("config", help="run.toml, or a run directory holding one")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except DebuggableError as exc:
+        print(f"debuggable: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("debuggable: interrupted; rerun the same command to resume.", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from debuggable import pipeline
+    from debuggable.run import RunConfig, RunDirectory, dumps_config, ensure_writable
+
+    if args.command == "init":
+        out = ensure_writable(args.out)
+        target = out / "run.toml"
+        if target.exists():
+            raise DebuggableError(f"{str(target)!r} already exists; edit it or choose another directory.")
+        config = pipeline.demo_config() if args.demo else RunConfig()
+        target.write_text(dumps_config(config), encoding="utf-8")
+        print(f"wrote {target}; edit it, then run `debuggable run {target}`")
+        return 0
+
+    if args.command == "status":
+        run = RunDirectory.open(args.config)
+        for name, status in pipeline.stage_statuses(run):
+            print(f"{name:10s} {status}")
+        return 0
+
+    progress = not args.no_progress
+    if args.command == "demo":
+        config = pipeline.demo_config()
+        if args.device:
+            config.extract.device = args.device
+        pipeline.validate(config)
+        run = RunDirectory.create(args.out, config)
+        summaries = pipeline.run_all(run, force=args.force, progress=progress)
+        print(pipeline.describe_results(run, summaries))
+        return 0
+
+    run = RunDirectory.open(args.config)
+    if args.device:
+        run.config.extract.device = args.device
+    pipeline.validate(run.config)
+    if args.command == "run":
+        summaries = pipeline.run_all(run, force=args.force, progress=progress)
+    else:
+        summaries = pipeline.run_until(run, args.command, force=args.force, progress=progress)
+    print(pipeline.describe_results(run, summaries))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

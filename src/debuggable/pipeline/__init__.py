@@ -1,0 +1,197 @@
+"""The pipeline: stages in order, the demo's config, validation and result summaries.
+
+Stages (each a sub-command of ``debuggable``): ``data`` -> ``train`` -> ``extract``
+-> ``report``. Later capabilities add stages to :data:`STAGES`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from debuggable.errors import DebuggableError
+from debuggable.pipeline.data_stage import build_data, run_data_stage
+from debuggable.pipeline.extract_stage import run_extract_stage
+from debuggable.pipeline.report_stage import run_report_stage
+from debuggable.pipeline.stage import Stage, StageContext, run_stage
+from debuggable.pipeline.train_stage import model_roles, needs_training, run_train_stage, train_config
+from debuggable.run import BugConfig, DataConfig, ExtractConfig, ModelConfig, ReportConfig, RunConfig, RunDirectory
+
+STAGES: list[Stage] = [
+    Stage("data", "data", ("data",), (), run_data_stage,
+          help="load the data set, plant the configured bugs, record their ground truth"),
+    Stage("train", "models", ("data", "model", "robust_model"), ("data",), run_train_stage,
+          applies=lambda run: any(needs_training(m) for m in model_roles(run.config).values()),
+          help="train the built-in models (standard and PGD-robust) the config asks for"),
+    Stage("extract", "features", ("data", "model", "robust_model", "extract"), ("data", "train"), run_extract_stage,
+          help="write each model's features, logits and predictions to resumable feature stores"),
+    Stage("report", "report", ("report",), ("data", "train", "extract"), run_report_stage,
+          help="build the static HTML report of everything the run produced"),
+]
+_BY_NAME = {s.name: s for s in STAGES}
+
+
+def demo_config() -> RunConfig:
+    """The demo: Animal-MNIST, a white square planted on most training horses, a small
+    CNN under inspection, and an L2-PGD-trained CNN as the robust feature extractor."""
+    return RunConfig(
+        seed=0,
+        data=DataConfig(
+            name="animal_mnist",
+            params={"val_fraction": 0.1, "test_fraction": 0.2, "seed": 0},
+            bugs=[
+                BugConfig(
+                    kind="spurious_patch",
+                    params={
+                        "target_class": 7,
+                        "train_fraction": 0.8,
+                        "test_fraction": 0.1,
+                        "patch": {"shape": "square", "size": 4, "colour": 1.0, "position": "top_left"},
+                        "seed": 0,
+                    },
+                )
+            ],
+        ),
+        # Sized so the whole demo stays within a few minutes on 2 CPU cores.
+        model=ModelConfig(
+            kind="small_cnn",
+            params={"width": 16, "feature_dim": 64},
+            train={"epochs": 5, "batch_size": 128, "lr": 3e-3, "optimizer": "adam"},
+        ),
+        robust_model=ModelConfig(
+            kind="small_cnn",
+            params={"width": 16, "feature_dim": 64},
+            train={
+                "epochs": 4,
+                "batch_size": 128,
+                "lr": 3e-3,
+                "optimizer": "adam",
+                "adversarial": {"norm": "l2", "eps": 1.0, "step_size": 0.75, "steps": 2},
+            },
+        ),
+        extract=ExtractConfig(splits=["train", "val", "test"], batch_size=512, spatial=True),
+        report=ReportConfig(title="debuggable demo: Animal-MNIST with a planted spurious patch"),
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else as torch parses it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DebuggableError(f"device {name!r} is not a torch device; expected auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DebuggableError(f"device {name!r} was requested but CUDA is not available here; use --device cpu.")
+    return device
+
+
+def validate(config: RunConfig) -> None:
+    """Check every pluggable part of ``config`` before anything is written.
+
+    Raises:
+        DebuggableError: naming the first setting that cannot work.
+    """
+    from debuggable.data import list_datasets, list_planters
+    from debuggable.models import list_backbones
+
+    if config.data.name not in list_datasets():
+        raise DebuggableError(f"data.name {config.data.name!r} is not a known data set; expected one of {list_datasets()}.")
+    for bug in config.data.bugs:
+        if bug.kind not in list_planters():
+            raise DebuggableError(f"data.bugs kind {bug.kind!r} is not a known bug; expected one of {list_planters()}.")
+    for role, model in model_roles(config).items():
+        if model.kind not in list_backbones():
+            raise DebuggableError(f"{role} model kind {model.kind!r} is unknown; expected one of {list_backbones()}.")
+        if needs_training(model):
+            try:
+                train_config(model, config.seed, "cpu")
+            except Exception as exc:  # pydantic's message, reduced to its first line
+                first = str(exc).splitlines()
+                raise DebuggableError(f"{role} model train settings are invalid: {' '.join(first[:3])}.") from None
+    resolve_device(config.extract.device)
+    unknown = [s for s in config.extract.splits if s not in ("train", "val", "test") and not s.startswith("test_")]
+    if unknown:
+        raise DebuggableError(f"extract.splits {unknown} are not split names; expected train, val, test or test_<domain>.")
+
+
+def _context(run: RunDirectory, progress: bool) -> StageContext:
+    return StageContext(device=resolve_device(run.config.extract.device), progress=progress)
+
+
+def run_until(run: RunDirectory, stage_name: str, *, force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run ``stage_name`` and, first, whatever it depends on that is not done."""
+    if stage_name not in _BY_NAME:
+        raise DebuggableError(f"stage {stage_name!r} does not exist; expected one of {list(_BY_NAME)}.")
+    ctx = _context(run, progress)
+    summaries: dict[str, Any] = {}
+    for stage in STAGES:
+        is_target = stage.name == stage_name
+        summary = run_stage(stage, run, ctx, force=force and is_target)
+        if summary is not None:
+            summaries[stage.name] = summary
+        if is_target:
+            break
+    return summaries
+
+
+def run_all(run: RunDirectory, *, force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run every stage in order, skipping those already done (all redone with ``force``)."""
+    ctx = _context(run, progress)
+    summaries: dict[str, Any] = {}
+    for stage in STAGES:
+        summary = run_stage(stage, run, ctx, force=force)
+        if summary is not None:
+            summaries[stage.name] = summary
+    return summaries
+
+
+def stage_statuses(run: RunDirectory) -> list[tuple[str, str]]:
+    """(stage, status) for every stage; ``not needed`` when a stage does not apply."""
+    return [(s.name, s.status(run) if s.applies(run) else "not needed") for s in STAGES]
+
+
+def describe_results(run: RunDirectory, summaries: dict[str, Any]) -> str:
+    """A few lines saying what the run produced and where."""
+    lines = [f"run directory: {run.path}"]
+    data = summaries.get("data")
+    if data:
+        splits = ", ".join(f"{k} {v}" for k, v in data["splits"].items())
+        bugs = ", ".join(data["planted_bugs"]) or "none"
+        lines.append(f"  data:     {data['dataset']} ({data['num_classes']} classes; {splits}); planted: {bugs}")
+    train = summaries.get("train")
+    if train:
+        for role, m in train["models"].items():
+            if m.get("trained"):
+                lines.append(
+                    f"  model:    {role} ({m['training']}): test accuracy {m['test_accuracy']:.3f}, "
+                    f"under L{train['attack']['norm'][1:]} PGD eps={train['attack']['eps']}: "
+                    f"{m['test_accuracy_under_attack']:.3f}"
+                )
+    extract = summaries.get("extract")
+    if extract:
+        for role, st in extract["stores"].items():
+            parts = ", ".join(f"{s} {i['rows']}x{i['feature_dim']}" for s, i in st["splits"].items())
+            lines.append(f"  features: {role}: {parts} -> {run.path / 'features' / role}")
+    report = summaries.get("report")
+    if report:
+        lines.append(f"  report:   {run.path / report['index']}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "STAGES",
+    "Stage",
+    "StageContext",
+    "build_data",
+    "demo_config",
+    "describe_results",
+    "resolve_device",
+    "run_all",
+    "run_stage",
+    "run_until",
+    "stage_statuses",
+    "validate",
+]

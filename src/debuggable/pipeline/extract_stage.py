@@ -1,0 +1,77 @@
+"""Stage ``extract``: features, logits and predictions of each model into feature stores.
+
+``features/inspected`` holds the model under inspection (its features feed the
+sparse decision layer); ``features/robust`` the robust model's features (for failure
+analysis), when one is configured. Extraction resumes chunk by chunk after a kill.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from debuggable.features import FeatureStore, extract_features
+from debuggable.models import Backbone, load_backbone
+from debuggable.pipeline.data_stage import build_data
+from debuggable.pipeline.stage import StageContext
+from debuggable.pipeline.train_stage import model_dir, model_roles, needs_training
+from debuggable.run import RunDirectory
+
+
+def store_path(run: RunDirectory, role: str) -> Path:
+    return run.path / "features" / role
+
+
+def make_backbone(run: RunDirectory, role: str) -> Backbone:
+    """The backbone of ``role`` (a model trained in this run, or a configured one)."""
+    model_cfg = model_roles(run.config)[role]
+    params = dict(model_cfg.params)
+    if needs_training(model_cfg):
+        params = {"path": str(model_dir(run, role))}
+    return load_backbone(model_cfg.kind, **params)
+
+
+def run_extract_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, Any], list[str]]:
+    splits = build_data(run.config, ctx)
+    cfg = run.config.extract
+    summary: dict[str, Any] = {"stores": {}}
+    outputs = []
+    for role in model_roles(run.config):
+        backbone = make_backbone(run, role).to(ctx.device).eval()
+        path = store_path(run, role)
+        role_summary: dict[str, Any] = {"backbone": backbone.describe(), "splits": {}}
+        for split in cfg.splits:
+            ds = splits[split]
+            t0 = time.perf_counter()
+            reader = extract_features(
+                backbone,
+                ds,
+                path,
+                split,
+                batch_size=cfg.batch_size,
+                chunk_rows=cfg.chunk_rows,
+                spatial=cfg.spatial and backbone.has_spatial,
+                device=ctx.device,
+                progress=ctx.progress,
+            )
+            seconds = time.perf_counter() - t0
+            info: dict[str, Any] = {"rows": int(reader.n_rows), "feature_dim": int(reader.shape[1]),
+                                    "seconds": round(seconds, 3)}
+            if "preds" in reader.arrays:
+                info["head_accuracy"] = float(np.mean(reader.read("preds") == ds.labels))
+            mean, std = reader.mean, reader.std()
+            info["mean_activation"] = float(np.mean(mean))
+            info["dead_features"] = int(np.sum(std == 0))
+            role_summary["splits"][split] = info
+            ctx.log(f"[extract] {role}/{split}: {info['rows']} x {info['feature_dim']} in {seconds:.1f} s")
+        summary["stores"][role] = role_summary
+        outputs.append(f"features/{role}")
+    return summary, outputs
+
+
+def open_store(run: RunDirectory, role: str = "inspected") -> FeatureStore:
+    """The feature store written by this stage for ``role``."""
+    return FeatureStore(store_path(run, role))

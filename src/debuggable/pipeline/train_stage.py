@@ -1,0 +1,118 @@
+"""Stage ``train``: train the built-in models the config asks for.
+
+The model under inspection (``[model]``) and the robust feature extractor
+(``[robust_model]``) are trained here when they are a built-in trainable kind with no
+``path``; pretrained backbones need no training and the stage records that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from debuggable.models import (
+    AdversarialConfig,
+    SmallCNN,
+    TrainConfig,
+    evaluate,
+    load_model,
+    save_model,
+    train_classifier,
+)
+from debuggable.pipeline.data_stage import build_data
+from debuggable.pipeline.stage import StageContext
+from debuggable.run import ModelConfig, RunConfig, RunDirectory
+
+TRAINABLE = {"small_cnn"}
+#: Attack used to compare the robustness of the trained models when the config names none.
+DEFAULT_ATTACK = {"norm": "l2", "eps": 1.0, "step_size": 0.25, "steps": 10}
+
+
+def model_roles(config: RunConfig) -> dict[str, ModelConfig]:
+    """Role name -> model config: ``inspected`` always, ``robust`` when configured."""
+    roles = {"inspected": config.model}
+    if config.robust_model is not None:
+        roles["robust"] = config.robust_model
+    return roles
+
+
+def needs_training(model: ModelConfig) -> bool:
+    return model.kind in TRAINABLE and "path" not in model.params
+
+
+def model_dir(run: RunDirectory, role: str) -> Path:
+    return run.path / "models" / role
+
+
+def train_config(model: ModelConfig, seed: int, device: str) -> TrainConfig:
+    params = dict(model.train or {})
+    params.setdefault("seed", seed)
+    params.setdefault("device", device)
+    return TrainConfig.model_validate(params)
+
+
+def comparison_attack(config: RunConfig) -> AdversarialConfig:
+    """The attack every model is evaluated under.
+
+    The robust model's norm and radius, but at least 10 PGD steps of 2.5 * eps / steps
+    (training often uses fewer, weaker steps to save time); :data:`DEFAULT_ATTACK`
+    when no robust model is trained.
+    """
+    attack = dict(DEFAULT_ATTACK)
+    if config.robust_model is not None and config.robust_model.train and config.robust_model.train.get("adversarial"):
+        trained = config.robust_model.train["adversarial"]
+        attack.update(norm=trained.get("norm", attack["norm"]), eps=trained.get("eps", attack["eps"]))
+        attack["steps"] = max(10, int(trained.get("steps", 10)))
+    attack["step_size"] = 2.5 * attack["eps"] / attack["steps"]
+    return AdversarialConfig.model_validate(attack)
+
+
+def run_train_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, Any], list[str]]:
+    splits = build_data(run.config, ctx)
+    attack = comparison_attack(run.config)
+    summary: dict[str, Any] = {"attack": attack.model_dump(mode="json"), "models": {}}
+    outputs: list[str] = []
+    for role, model_cfg in model_roles(run.config).items():
+        if not needs_training(model_cfg):
+            summary["models"][role] = {"kind": model_cfg.kind, "trained": False}
+            continue
+        if splits.modality != "image":
+            from debuggable.errors import DebuggableError
+
+            raise DebuggableError(f"model {role!r}: kind {model_cfg.kind!r} needs image data, got {splits.modality} data.")
+        tcfg = train_config(model_cfg, run.config.seed + (0 if role == "inspected" else 1), str(ctx.device))
+        in_channels = splits.train.image_shape[0]
+        model = SmallCNN(in_channels=in_channels, num_classes=len(splits.class_names), **model_cfg.params)
+        kind = "PGD-" + tcfg.adversarial.norm if tcfg.adversarial else "standard"
+        ctx.log(f"[train] {role} model: {kind} training for {tcfg.epochs} epochs")
+        result = train_classifier(model, splits.train, splits.val, tcfg, progress=ctx.progress)
+        metrics = {
+            "val_accuracy": evaluate(model, splits.val, device=ctx.device),
+            "test_accuracy": evaluate(model, splits.test, device=ctx.device),
+            "test_accuracy_under_attack": evaluate(model, splits.test, attack=attack, device=ctx.device),
+            "train_seconds": result.seconds,
+        }
+        save_model(
+            model,
+            model_dir(run, role),
+            config={
+                "arch": "small_cnn",
+                "kwargs": {"in_channels": in_channels, "num_classes": len(splits.class_names), **model_cfg.params},
+                "train": tcfg.model_dump(mode="json"),
+                "metrics": metrics,
+                "history": result.history,
+            },
+        )
+        summary["models"][role] = {"kind": model_cfg.kind, "trained": True, "training": kind, **metrics,
+                                   "history": result.history}
+        outputs.append(f"models/{role}")
+        ctx.log(
+            f"[train] {role}: test accuracy {metrics['test_accuracy']:.3f}, "
+            f"under attack {metrics['test_accuracy_under_attack']:.3f}"
+        )
+    return summary, outputs
+
+
+def load_trained(run: RunDirectory, role: str):
+    """The trained model of ``role`` from the run directory."""
+    return load_model(model_dir(run, role))

@@ -1,0 +1,141 @@
+"""The report's built-in sections, one per stage (registered on import)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from markupsafe import Markup
+
+from debuggable.report import plots
+from debuggable.report.html import SectionBuilder, section
+from debuggable.run import RunDirectory, read_json
+
+
+@section("overview", "Run overview", order=0, stage=None)
+def overview(run: RunDirectory, out: SectionBuilder) -> None:
+    out.paragraph(
+        "Each stage reads and writes this run directory; rerunning a command skips stages that are done "
+        "and resumes those that were interrupted."
+    )
+    rows = []
+    for name, rec in run.manifest["stages"].items():
+        if name == "report":
+            continue
+        status = rec.get("status", "?")
+        cls = "done" if status == "done" else "partial"
+        rows.append([
+            name,
+            Markup(f'<span class="status-{cls}">{status}</span>'),
+            rec.get("seconds", ""),
+            rec.get("finished", ""),
+            ", ".join(rec.get("outputs", [])),
+        ])
+    out.table(["stage", "status", "seconds", "finished", "outputs"], rows)
+    out.heading("Configuration (run.toml)")
+    out.code((run.path / "run.toml").read_text(encoding="utf-8"))
+
+
+@section("data", "Data and planted bugs", order=10, stage="data")
+def data_section(run: RunDirectory, out: SectionBuilder) -> None:
+    s = run.summary("data")
+    names = s["class_names"]
+    out.paragraph(
+        f"{s['dataset']}: {s['num_classes']} classes, "
+        + ", ".join(f"{k} {v}" for k, v in s["splits"].items())
+        + f" examples. Data fingerprint {s['fingerprint']}."
+    )
+    out.figure(
+        lambda p: plots.bar_chart(names, {k: v for k, v in s["class_counts"].items() if k in ("train", "val", "test")},
+                                  p, ylabel="examples", title="Examples per class"),
+        "data_class_counts",
+        "Class balance of each split.",
+    )
+    gt_path = run.path / "data" / "ground_truth.json"
+    if gt_path.is_file():
+        gt = read_json(gt_path)
+        for kind, truth in gt.items():
+            out.heading(f"Planted bug: {kind}")
+            params = truth.get("params", {})
+            out.paragraph("Parameters: " + ", ".join(f"{k}={v}" for k, v in params.items()))
+            counts = {split: len(info.get("indices", [])) for split, info in truth.get("splits", {}).items()}
+            if counts:
+                out.table(["split", "examples carrying the bug"], [[k, v] for k, v in counts.items()])
+    samples = run.path / "data" / "samples.npz"
+    if samples.is_file():
+        z = np.load(samples)
+        with out.figures_row():
+            out.figure(
+                lambda p: plots.image_grid(z["class_images"], [names[i] for i in z["class_labels"]], p, ncols=10),
+                "data_examples",
+                "Test examples, two per class.",
+            )
+            if "patched_images" in z:
+                out.figure(
+                    lambda p: plots.image_grid(
+                        z["patched_images"], [names[i] for i in z["patched_labels"]], p, ncols=5,
+                        boxes=[tuple(b) for b in z["patched_boxes"]],
+                    ),
+                    "data_patched",
+                    "Training images carrying the planted patch (outlined in red).",
+                )
+
+
+@section("train", "Models", order=20, stage="train")
+def train_section(run: RunDirectory, out: SectionBuilder) -> None:
+    s = run.summary("train")
+    attack = s["attack"]
+    out.paragraph(
+        f"Robustness is measured with the same attack for every model: PGD under the "
+        f"{attack['norm'].upper()} norm, eps={attack['eps']}, {attack['steps']} steps of {attack['step_size']}."
+    )
+    rows = []
+    for role, m in s["models"].items():
+        if m.get("trained"):
+            rows.append([role, m["training"], m["val_accuracy"], m["test_accuracy"], m["test_accuracy_under_attack"],
+                         m["train_seconds"]])
+        else:
+            rows.append([role, f"{m['kind']} (not trained here)", "", "", "", ""])
+    out.table(["model", "training", "val accuracy", "test accuracy", "test accuracy under attack", "train seconds"], rows)
+    with out.figures_row():
+        for role, m in s["models"].items():
+            hist = m.get("history") or []
+            if not hist:
+                continue
+            epochs = [h["epoch"] for h in hist]
+            series = {k: [h[k] for h in hist] for k in ("train_accuracy", "val_accuracy") if k in hist[0]}
+            out.figure(
+                lambda p, e=epochs, sr=series, r=role: plots.line_chart(e, sr, p, xlabel="epoch", ylabel="accuracy",
+                                                                       title=f"{r} model"),
+                f"train_{role}",
+                f"Training curve of the {role} model.",
+            )
+
+
+@section("extract", "Feature stores", order=30, stage="extract")
+def extract_section(run: RunDirectory, out: SectionBuilder) -> None:
+    s = run.summary("extract")
+    for role, st in s["stores"].items():
+        b = st["backbone"]
+        out.heading(f"{role}: {b['name']} ({b['feature_dim']} features)")
+        rows = []
+        for split, info in st["splits"].items():
+            rows.append([split, info["rows"], info["feature_dim"], info.get("head_accuracy", ""),
+                         info["dead_features"], info["seconds"]])
+        out.table(["split", "rows", "features", "accuracy of the original head", "dead features", "seconds"], rows)
+        store = Path(run.path / "features" / role)
+        try:
+            from debuggable.features import FeatureStore
+
+            reader = FeatureStore(store).split("train")
+            mean, std = reader.mean, reader.std()
+        except Exception as exc:  # the report must render even for a damaged store
+            out.paragraph(f"Feature statistics unavailable: {exc}", note=True)
+            continue
+        with out.figures_row():
+            out.figure(lambda p, m=mean: plots.histogram(m, p, xlabel="mean activation (train)",
+                                                         title=f"{role}: per-feature means"),
+                       f"features_{role}_mean", "Distribution of per-feature mean activations on the training split.")
+            out.figure(lambda p, sd=std: plots.histogram(sd, p, xlabel="std of activation (train)",
+                                                         title=f"{role}: per-feature std"),
+                       f"features_{role}_std", "Distribution of per-feature standard deviations on the training split.")

@@ -1,0 +1,92 @@
+"""End to end: the ``debuggable`` command on a tiny configuration (digits, one epoch)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from debuggable.cli import main
+from debuggable.run import BugConfig, DataConfig, ExtractConfig, ModelConfig, RunConfig, dumps_config, read_json
+
+
+def tiny_config() -> RunConfig:
+    return RunConfig(
+        seed=0,
+        data=DataConfig(
+            name="digits",
+            params={"val_fraction": 0.15, "test_fraction": 0.25, "seed": 0},
+            bugs=[BugConfig(kind="spurious_patch", params={
+                "target_class": 3, "train_fraction": 0.8, "test_fraction": 0.2,
+                "patch": {"shape": "square", "size": 2, "colour": 1.0, "position": "top_left"}, "seed": 0})],
+        ),
+        model=ModelConfig(kind="small_cnn", params={"width": 8, "feature_dim": 16},
+                          train={"epochs": 2, "batch_size": 64, "lr": 5e-3, "optimizer": "adam"}),
+        robust_model=ModelConfig(kind="small_cnn", params={"width": 8, "feature_dim": 16},
+                                 train={"epochs": 1, "batch_size": 64, "lr": 5e-3, "optimizer": "adam",
+                                        "adversarial": {"norm": "linf", "eps": 0.1, "step_size": 0.05, "steps": 2}}),
+        extract=ExtractConfig(batch_size=128, chunk_rows=256, spatial=True, device="cpu"),
+    )
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "run.toml").write_text(dumps_config(tiny_config()))
+    return d
+
+
+def test_run_all_stages_then_skip_then_partial_redo(run_dir, capsys):
+    assert main(["run", str(run_dir), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    manifest = read_json(run_dir / "manifest.json")
+    assert {k: v["status"] for k, v in manifest["stages"].items()} == {
+        "data": "done", "train": "done", "extract": "done", "report": "done"}
+    for stage_dir in ("data", "models", "features", "report"):
+        assert (run_dir / stage_dir / "summary.json").is_file()
+    assert (run_dir / "report" / "index.html").is_file()
+    assert "report:" in out and "features:" in out
+
+    extract = read_json(run_dir / "features" / "summary.json")
+    test = extract["stores"]["inspected"]["splits"]["test"]
+    assert test["feature_dim"] == 16 and test["rows"] > 0
+    assert 0.0 <= test["head_accuracy"] <= 1.0
+
+    # Everything is up to date: a rerun does nothing but say so.
+    assert main(["run", str(run_dir), "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("up to date") == 4
+
+    # Changing only the report title makes only the report stale.
+    cfg = tiny_config()
+    cfg.report.title = "renamed"
+    (run_dir / "run.toml").write_text(dumps_config(cfg))
+    assert main(["status", str(run_dir)]) == 0
+    status = dict(line.split(None, 1) for line in capsys.readouterr().out.strip().splitlines())
+    assert status == {"data": "done", "train": "done", "extract": "done", "report": "stale"}
+
+
+def test_stage_command_runs_its_dependencies_only(run_dir):
+    assert main(["data", str(run_dir), "--no-progress"]) == 0
+    manifest = read_json(run_dir / "manifest.json")
+    assert list(manifest["stages"]) == ["data"]
+    gt = read_json(run_dir / "data" / "ground_truth.json")
+    assert "spurious_patch" in gt
+
+
+def test_bad_config_fails_before_writing(tmp_path, capsys):
+    d = tmp_path / "run"
+    d.mkdir()
+    cfg = tiny_config()
+    cfg.data.name = "imagenet-from-the-internet"
+    (d / "run.toml").write_text(dumps_config(cfg))
+    assert main(["run", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert "data.name 'imagenet-from-the-internet' is not a known data set" in err
+    assert sorted(p.name for p in d.iterdir()) == ["run.toml"]
+
+
+def test_init_writes_a_loadable_config(tmp_path, capsys):
+    assert main(["init", str(tmp_path / "new"), "--demo"]) == 0
+    assert main(["status", str(tmp_path / "new")]) == 0
+    assert "missing" in capsys.readouterr().out
+    assert main(["init", str(tmp_path / "new")]) == 2
