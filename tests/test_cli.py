@@ -47,6 +47,12 @@ def test_run_all_stages_then_skip_then_partial_redo(run_dir, capsys):
     assert (run_dir / "report" / "index.html").is_file()
     assert "report:" in out and "features:" in out
 
+    train = read_json(run_dir / "models" / "summary.json")
+    effect = train["models"]["inspected"]["spurious_patch"]
+    assert effect["target_class"] == 3 and effect["images"] > 0
+    assert 0.0 <= effect["predicted_target_without_patch"] <= 1.0
+    assert train["attack"]["steps"] >= 10  # evaluated with a stronger attack than it trained with
+
     extract = read_json(run_dir / "features" / "summary.json")
     test = extract["stores"]["inspected"]["splits"]["test"]
     assert test["feature_dim"] == 16 and test["rows"] > 0
@@ -90,3 +96,19 @@ def test_init_writes_a_loadable_config(tmp_path, capsys):
     assert main(["status", str(tmp_path / "new")]) == 0
     assert "missing" in capsys.readouterr().out
     assert main(["init", str(tmp_path / "new")]) == 2
+
+
+def test_unknown_model_setting_is_named(tmp_path, capsys):
+    d = tmp_path / "run"
+    d.mkdir()
+    cfg = tiny_config()
+    cfg.model.params["depth"] = 50
+    (d / "run.toml").write_text(dumps_config(cfg))
+    assert main(["run", str(d)]) == 2
+    assert "inspected model params: 'depth' is not a setting here" in capsys.readouterr().err
+
+
+def test_demo_config_is_valid():
+    from debuggable.pipeline import demo_config, validate
+
+    validate(demo_config())

@@ -94,17 +94,23 @@ def validate(config: RunConfig) -> None:
     Raises:
         DebuggableError: naming the first setting that cannot work.
     """
-    from debuggable.data import list_datasets, list_planters
-    from debuggable.models import list_backbones
+    from debuggable.data import DATASETS, PLANTERS, list_datasets, list_planters
+    from debuggable.models import SmallCNN, check_backbone_params, list_backbones
 
     if config.data.name not in list_datasets():
         raise DebuggableError(f"data.name {config.data.name!r} is not a known data set; expected one of {list_datasets()}.")
+    _check_params("data.params", DATASETS[config.data.name][0], config.data.params)
     for bug in config.data.bugs:
         if bug.kind not in list_planters():
             raise DebuggableError(f"data.bugs kind {bug.kind!r} is not a known bug; expected one of {list_planters()}.")
+        _check_params(f"data.bugs {bug.kind} params", PLANTERS[bug.kind], bug.params, skip=("splits",))
     for role, model in model_roles(config).items():
         if model.kind not in list_backbones():
             raise DebuggableError(f"{role} model kind {model.kind!r} is unknown; expected one of {list_backbones()}.")
+        if needs_training(model):
+            _check_params(f"{role} model params", SmallCNN, model.params, skip=("in_channels", "num_classes"))
+        else:
+            check_backbone_params(model.kind, model.params)
         if needs_training(model):
             try:
                 train_config(model, config.seed, "cpu")
@@ -115,6 +121,21 @@ def validate(config: RunConfig) -> None:
     unknown = [s for s in config.extract.splits if s not in ("train", "val", "test") and not s.startswith("test_")]
     if unknown:
         raise DebuggableError(f"extract.splits {unknown} are not split names; expected train, val, test or test_<domain>.")
+
+
+def _check_params(where: str, func, params: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
+    """Raise naming the first key of ``params`` that ``func`` does not take, or a required one missing."""
+    import inspect
+
+    sig = inspect.signature(func)
+    accepted = [n for n, p in sig.parameters.items()
+                if n not in skip and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for name in params:
+        if name not in accepted:
+            raise DebuggableError(f"{where}: {name!r} is not a setting here; expected some of {accepted}.")
+    for name in accepted:
+        if sig.parameters[name].default is inspect.Parameter.empty and name not in params:
+            raise DebuggableError(f"{where}: {name!r} is required; got only {sorted(params)}.")
 
 
 def _context(run: RunDirectory, progress: bool) -> StageContext:
@@ -170,6 +191,15 @@ def describe_results(run: RunDirectory, summaries: dict[str, Any]) -> str:
                     f"under L{train['attack']['norm'][1:]} PGD eps={train['attack']['eps']}: "
                     f"{m['test_accuracy_under_attack']:.3f}"
                 )
+                effect = m.get("spurious_patch")
+                if effect:
+                    target = effect["target_class"]
+                    target = data["class_names"][target] if data else target
+                    lines.append(
+                        f"            planted patch: {effect['predicted_target_with_patch']:.1%} of {effect['images']} "
+                        f"patched test images of other classes predicted '{target}' "
+                        f"(without the patch: {effect['predicted_target_without_patch']:.1%})"
+                    )
     extract = summaries.get("extract")
     if extract:
         for role, st in extract["stores"].items():

@@ -10,6 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from debuggable.models import (
     AdversarialConfig,
     SmallCNN,
@@ -67,6 +70,53 @@ def comparison_attack(config: RunConfig) -> AdversarialConfig:
     return AdversarialConfig.model_validate(attack)
 
 
+@torch.inference_mode()
+def _predict(model: torch.nn.Module, dataset, rows: np.ndarray, device: torch.device, batch_size: int = 512) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    preds = []
+    for lo in range(0, rows.size, batch_size):
+        x, _ = dataset.batch(rows[lo : lo + batch_size])
+        preds.append(model(x.to(device)).argmax(1).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+
+
+def spurious_patch_effect(model, splits, clean_test, device: torch.device) -> dict[str, Any] | None:
+    """How much the planted patch alone drives predictions to its class.
+
+    On the test images of OTHER classes that carry the patch, the fraction predicted as
+    the patch's class, with the patch and on the same images without it (``clean_test``
+    is the test split before planting; planting keeps row order).
+
+    Returns:
+        ``{"target_class", "images", "predicted_target_with_patch",
+        "predicted_target_without_patch"}``, or None when no patch was planted.
+    """
+    truth = splits.planted.get("spurious_patch")
+    if not truth or "test" not in truth["splits"]:
+        return None
+    target = int(truth["params"]["target_class"])
+    rows = np.asarray(truth["splits"]["test"]["indices"], dtype=np.int64)
+    rows = rows[splits.test.labels[rows] != target]
+    if rows.size == 0:
+        return None
+    with_patch = _predict(model, splits.test, rows, device)
+    without = _predict(model, clean_test, rows, device)
+    return {
+        "target_class": target,
+        "images": int(rows.size),
+        "predicted_target_with_patch": float(np.mean(with_patch == target)),
+        "predicted_target_without_patch": float(np.mean(without == target)),
+    }
+
+
+def _clean_test(config: RunConfig):
+    from debuggable.data import load_dataset
+
+    return load_dataset(config.data.name, **config.data.params).test
+
+
 def run_train_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, Any], list[str]]:
     splits = build_data(run.config, ctx)
     attack = comparison_attack(run.config)
@@ -92,6 +142,10 @@ def run_train_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, Any
             "test_accuracy_under_attack": evaluate(model, splits.test, attack=attack, device=ctx.device),
             "train_seconds": result.seconds,
         }
+        effect = spurious_patch_effect(model, splits, _clean_test(run.config), ctx.device) if (
+            "spurious_patch" in splits.planted) else None
+        if effect is not None:
+            metrics["spurious_patch"] = effect
         save_model(
             model,
             model_dir(run, role),
@@ -110,6 +164,12 @@ def run_train_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, Any
             f"[train] {role}: test accuracy {metrics['test_accuracy']:.3f}, "
             f"under attack {metrics['test_accuracy_under_attack']:.3f}"
         )
+        if effect is not None:
+            ctx.log(
+                f"[train] {role}: other classes' test images predicted as the patch's class: "
+                f"{effect['predicted_target_with_patch']:.1%} with the patch, "
+                f"{effect['predicted_target_without_patch']:.1%} without"
+            )
     return summary, outputs
 
 

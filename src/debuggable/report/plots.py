@@ -102,6 +102,8 @@ def line_chart(
         ax.plot(x[: len(values)], values, marker="o", ms=3, label=name)
     if logx:
         ax.set_xscale("log")
+    elif all(float(v).is_integer() for v in x):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:

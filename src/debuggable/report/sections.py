@@ -97,6 +97,20 @@ def train_section(run: RunDirectory, out: SectionBuilder) -> None:
         else:
             rows.append([role, f"{m['kind']} (not trained here)", "", "", "", ""])
     out.table(["model", "training", "val accuracy", "test accuracy", "test accuracy under attack", "train seconds"], rows)
+    effects = {role: m["spurious_patch"] for role, m in s["models"].items() if m.get("spurious_patch")}
+    if effects:
+        names = run.summary("data")["class_names"]
+        first = next(iter(effects.values()))
+        target = names[first["target_class"]]
+        out.heading("Does the planted patch drive predictions?")
+        out.paragraph(
+            f"Test images of classes other than {target!r} that carry the planted patch: the share each model "
+            f"predicts as {target!r} with the patch, and on the same images without it. A large gap means the "
+            f"model learned the spurious patch."
+        )
+        out.table(["model", "images", f"predicted {target!r} with patch", f"predicted {target!r} without patch"],
+                  [[role, e["images"], e["predicted_target_with_patch"], e["predicted_target_without_patch"]]
+                   for role, e in effects.items()])
     with out.figures_row():
         for role, m in s["models"].items():
             hist = m.get("history") or []
@@ -104,11 +118,15 @@ def train_section(run: RunDirectory, out: SectionBuilder) -> None:
                 continue
             epochs = [h["epoch"] for h in hist]
             series = {k: [h[k] for h in hist] for k in ("train_accuracy", "val_accuracy") if k in hist[0]}
+            adversarial = m.get("training", "").startswith("PGD")
+            caption = f"Training curve of the {role} model." + (
+                " Training accuracy is measured on the PGD examples it trains on; validation accuracy on clean images."
+                if adversarial else "")
             out.figure(
                 lambda p, e=epochs, sr=series, r=role: plots.line_chart(e, sr, p, xlabel="epoch", ylabel="accuracy",
                                                                        title=f"{r} model"),
                 f"train_{role}",
-                f"Training curve of the {role} model.",
+                caption,
             )
 
 
