@@ -1,8 +1,6 @@
 """End to end: the ``debuggable`` command on a tiny configuration (digits, one epoch)."""
 
-import json
 
-import numpy as np
 import pytest
 
 from debuggable.cli import main

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from debuggable import __version__
 from debuggable.errors import DebuggableError

@@ -54,7 +54,7 @@ def main() -> None:
     count = {"chunks": 0, "markers": 0}
 
     original_write_chunk = store_mod.SplitWriter.write_chunk
-    original_atomic = store_mod._atomic_write_text
+    original_atomic = store_mod.atomic_write_text
     original_array_write = store_mod._ArrayHandle.write_chunk
 
     def write_chunk(self, i, **kw):
@@ -74,7 +74,7 @@ def main() -> None:
             count["markers"] += 1
             if mode == "before-marker" and count["markers"] == k:
                 os.kill(os.getpid(), signal.SIGKILL)
-        return original_atomic(path, text, fsync)
+        return original_atomic(path, text, fsync=fsync)
 
     def array_write(self, i, data, fsync):
         if mode == "torn" and self.path.name == "features" and count["chunks"] + 1 == k:
@@ -89,7 +89,7 @@ def main() -> None:
         return original_array_write(self, i, data, fsync)
 
     store_mod.SplitWriter.write_chunk = write_chunk
-    store_mod._atomic_write_text = atomic
+    store_mod.atomic_write_text = atomic
     store_mod._ArrayHandle.write_chunk = array_write
 
     backbone = TinyConvBackbone(seed=0)

@@ -219,7 +219,7 @@ def test_fingerprint_mismatch_needs_a_new_directory_or_overwrite(tmp_path):
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
-    bb, ds = TinyConvBackbone(), make_dataset(40, seed=5)
+    ds = make_dataset(40, seed=5)
     ds.images[25, 0, 0, 0] = 255  # row 25 -> NaN with nan_trigger
     nan_bb = TinyConvBackbone(nan_trigger=True)
     with pytest.raises(DebuggableError, match=r"split 'train'.*NaN or inf features for rows 24\.\.31 \(first at row 25\); the split was not marked complete"):

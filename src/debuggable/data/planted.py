@@ -40,9 +40,10 @@ import numpy as np
 import torch
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from debuggable.data._common import atomic_write_bytes, check_fraction, check_kwargs, check_seed, to_jsonable
+from debuggable.data._common import check_fraction, check_kwargs, check_seed, to_jsonable
 from debuggable.data.base import Dataset, DatasetSplits, ImageArrayDataset, TextDataset
 from debuggable.errors import DebuggableError
+from debuggable.run.atomic import atomic_write_bytes
 
 GROUND_TRUTH_VERSION = 1
 PatchPosition = Literal["top_left", "top_right", "bottom_left", "bottom_right", "center", "random"]

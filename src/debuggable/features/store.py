@@ -58,6 +58,7 @@ from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
 from debuggable.errors import DebuggableError
+from debuggable.run.atomic import atomic_write_text
 from debuggable.features.stats import RunningMoments
 
 __all__ = [
@@ -92,24 +93,6 @@ _OWN_TEMPORARIES = (".debuggable-write-probe-", ".zarr.json.tmp-", ".creating-",
 # ---------------------------------------------------------------------------
 # small helpers
 # ---------------------------------------------------------------------------
-
-
-def _atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
-    """Write ``text`` to ``path`` so readers see either the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
 
 
 def _fsync_file(path: Path) -> None:
@@ -549,7 +532,7 @@ class FeatureStore:
     def _create_root(self) -> None:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            _atomic_write_text(
+            atomic_write_text(
                 self.path / "zarr.json",
                 json.dumps(
                     {
@@ -895,7 +878,7 @@ class SplitWriter:
         for name, arr in data.items():
             self._arrays[name].write_chunk(i, arr, fsync=fsync)
         marker = {"chunk": int(i), "rows": [int(lo), int(hi)], "moments": moments.to_dict()}
-        _atomic_write_text(self._marker_path(i), json.dumps(marker), fsync=fsync)
+        atomic_write_text(self._marker_path(i), json.dumps(marker), fsync=fsync)
         return moments
 
     def finalize(self, fsync: bool = True) -> bool:
@@ -927,7 +910,7 @@ class SplitWriter:
             "completed_at": _now(),
             "moments": total.to_dict(),
         }
-        _atomic_write_text(self.dir / _COMPLETE, json.dumps(complete), fsync=fsync)
+        atomic_write_text(self.dir / _COMPLETE, json.dumps(complete), fsync=fsync)
         return True
 
     def _cleanup_partials(self) -> None:

@@ -14,12 +14,10 @@ last, so a directory with a ``model.json`` always has the weights it describes.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -27,6 +25,7 @@ import torch
 from torch import nn
 
 from debuggable.errors import DebuggableError
+from debuggable.run.atomic import atomic_write_file, atomic_write_text
 from debuggable.models.cnn import SmallCNN, SmallCNNBackbone
 
 FORMAT_VERSION = 1
@@ -78,20 +77,6 @@ def _json_default(obj: Any) -> Any:
     except ImportError:  # pragma: no cover
         pass
     raise TypeError(f"a {type(obj).__name__} is not JSON-serialisable")
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _sha256(path: Path) -> str:
@@ -165,15 +150,10 @@ def save_model(
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     weights = directory / WEIGHTS_FILE
-    _atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"architecture": arch, "format": "debuggable"}))
+    atomic_write_file(weights, lambda tmp: save_file(state, str(tmp), metadata={"architecture": arch, "format": "debuggable"}))
     info["weights_sha256"] = _sha256(weights)
     text = json.dumps(info, indent=2, default=_json_default, allow_nan=False) + "\n"
-
-    def write_json(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    _atomic_write(directory / INFO_FILE, write_json)
+    atomic_write_text(directory / INFO_FILE, text)
     return directory
 
 

@@ -63,8 +63,12 @@ class SectionBuilder:
     def figures_row(self) -> "_Row":
         return _Row(self)
 
-    def code(self, text: str) -> None:
-        self.parts.append(f"<pre>{escape(text)}</pre>")
+    def code(self, text: str, *, summary: str | None = None) -> None:
+        """Preformatted text; folded behind ``summary`` when given."""
+        block = f"<pre>{escape(text)}</pre>"
+        if summary is not None:
+            block = f"<details><summary>{escape(summary)}</summary>{block}</details>"
+        self.parts.append(block)
 
     def html(self) -> Markup:
         return Markup("\n".join(self.parts))

@@ -32,8 +32,7 @@ def overview(run: RunDirectory, out: SectionBuilder) -> None:
             ", ".join(rec.get("outputs", [])),
         ])
     out.table(["stage", "status", "seconds", "finished", "outputs"], rows)
-    out.heading("Configuration (run.toml)")
-    out.code((run.path / "run.toml").read_text(encoding="utf-8"))
+    out.code((run.path / "run.toml").read_text(encoding="utf-8"), summary="Configuration (run.toml)")
 
 
 @section("data", "Data and planted bugs", order=10, stage="data")
@@ -68,7 +67,7 @@ def data_section(run: RunDirectory, out: SectionBuilder) -> None:
             out.figure(
                 lambda p: plots.image_grid(z["class_images"], [names[i] for i in z["class_labels"]], p, ncols=10),
                 "data_examples",
-                "Test examples, two per class.",
+                "Test examples, two per class (test images of every class may carry the planted patch).",
             )
             if "patched_images" in z:
                 out.figure(

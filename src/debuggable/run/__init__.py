@@ -3,6 +3,7 @@
 from debuggable.run.atomic import (
     atomic_directory,
     atomic_write_bytes,
+    atomic_write_file,
     atomic_write_json,
     atomic_write_text,
     read_json,
@@ -31,6 +32,7 @@ __all__ = [
     "RunDirectory",
     "atomic_directory",
     "atomic_write_bytes",
+    "atomic_write_file",
     "atomic_write_json",
     "atomic_write_text",
     "dumps_config",
