@@ -110,3 +110,11 @@ def test_demo_config_is_valid():
     from debuggable.pipeline import demo_config, validate
 
     validate(demo_config())
+
+
+def test_pretrained_demo_config_is_valid():
+    from debuggable.pipeline import pretrained_demo_config, validate
+
+    cfg = pretrained_demo_config()
+    validate(cfg)
+    assert cfg.model.kind == "efficientnet_lite0" and cfg.robust_model is None

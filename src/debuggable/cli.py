@@ -30,7 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run every stage on the built-in Animal-MNIST data with a planted spurious patch")
-    demo.add_argument("--out", default="debuggable-demo", help="run directory (default: ./debuggable-demo)")
+    demo.add_argument("--out", default=None,
+                      help="run directory (default: ./debuggable-demo, or ./debuggable-demo-pretrained)")
+    demo.add_argument("--pretrained", action="store_true",
+                      help="use EfficientNet-Lite0's ImageNet features instead of training a small CNN")
     _add_common(demo)
 
     init = sub.add_parser("init", help="write a run.toml with every setting at its default")
@@ -87,11 +90,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress
     if args.command == "demo":
-        config = pipeline.demo_config()
+        config = pipeline.pretrained_demo_config() if args.pretrained else pipeline.demo_config()
+        out = args.out or ("debuggable-demo-pretrained" if args.pretrained else "debuggable-demo")
         if args.device:
             config.extract.device = args.device
         pipeline.validate(config)
-        run = RunDirectory.create(args.out, config)
+        run = RunDirectory.create(out, config)
         summaries = pipeline.run_all(run, force=args.force, progress=progress)
         print(pipeline.describe_results(run, summaries))
         return 0

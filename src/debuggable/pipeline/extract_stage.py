@@ -60,7 +60,8 @@ def run_extract_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, A
             seconds = time.perf_counter() - t0
             info: dict[str, Any] = {"rows": int(reader.n_rows), "feature_dim": int(reader.shape[1]),
                                     "seconds": round(seconds, 3)}
-            if "preds" in reader.arrays:
+            # A head trained on other labels (e.g. ImageNet's 1000) says nothing about these.
+            if "preds" in reader.arrays and backbone.num_classes == ds.num_classes:
                 info["head_accuracy"] = float(np.mean(reader.read("preds") == ds.labels))
             mean, std = reader.mean, reader.std()
             info["mean_activation"] = float(np.mean(mean))
