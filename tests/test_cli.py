@@ -1,6 +1,7 @@
 """End to end: the ``debuggable`` command on a tiny configuration (digits, one epoch)."""
 
 
+import numpy as np
 import pytest
 
 from debuggable.cli import main
@@ -118,3 +119,22 @@ def test_pretrained_demo_config_is_valid():
     cfg = pretrained_demo_config()
     validate(cfg)
     assert cfg.model.kind == "efficientnet_lite0" and cfg.robust_model is None
+
+
+def test_training_is_reproducible_across_runs(tmp_path):
+    """Two fresh run directories from one config train bit-identical models."""
+    from safetensors.numpy import load_file
+
+    weights = []
+    for name in ("a", "b"):
+        d = tmp_path / name
+        d.mkdir()
+        cfg = tiny_config()
+        cfg.robust_model = None
+        cfg.model.train["epochs"] = 1
+        (d / "run.toml").write_text(dumps_config(cfg))
+        assert main(["train", str(d), "--no-progress"]) == 0
+        weights.append(load_file(str(d / "models" / "inspected" / "model.safetensors")))
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        np.testing.assert_array_equal(weights[0][key], weights[1][key])

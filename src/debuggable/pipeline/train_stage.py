@@ -132,7 +132,9 @@ def run_train_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, Any
             raise DebuggableError(f"model {role!r}: kind {model_cfg.kind!r} needs image data, got {splits.modality} data.")
         tcfg = train_config(model_cfg, run.config.seed + (0 if role == "inspected" else 1), str(ctx.device))
         in_channels = splits.train.image_shape[0]
-        model = SmallCNN(in_channels=in_channels, num_classes=len(splits.class_names), **model_cfg.params)
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights: reruns train the same model
+            torch.manual_seed(tcfg.seed)
+            model = SmallCNN(in_channels=in_channels, num_classes=len(splits.class_names), **model_cfg.params)
         kind = "PGD-" + tcfg.adversarial.norm if tcfg.adversarial else "standard"
         ctx.log(f"[train] {role} model: {kind} training for {tcfg.epochs} epochs")
         result = train_classifier(model, splits.train, splits.val, tcfg, progress=ctx.progress)

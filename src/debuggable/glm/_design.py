@@ -1,0 +1,293 @@
+"""The design matrix as the solvers see it: in memory or streamed in row blocks.
+
+Both classes expose the same small interface on the *standardised* features, so the
+same solver code runs on a tensor that fits on the device and on a feature-store
+reader that does not:
+
+* ``set_columns(A)``: restrict products to the working set of feature columns ``A``;
+* ``mv(V, exact=False)``: ``X_A @ V`` (``(n, K)``);
+* ``rmv(R, exact=False, full=False)``: ``X_A^T @ R`` (or ``X^T @ R`` with ``full``),
+  accumulated in float64 over row blocks;
+* ``gram()``: the weighted Gram matrix of ``[X, 1]`` divided by ``n``, float64.
+
+Products run in the compute dtype (float32 by default) on the data's device; with
+``exact=True`` the blocks are promoted to float64 first, which is how convergence
+certificates are computed, so they do not depend on float32 rounding.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from debuggable.errors import DebuggableError
+
+_BLOCK_ELEMS = 1 << 22  # ~16 MiB of float32 per row block
+
+
+def block_rows_for(d: int) -> int:
+    return int(max(256, min(1 << 16, _BLOCK_ELEMS // max(1, d))))
+
+
+def _power_lmax(G: torch.Tensor, iters: int = 60) -> float:
+    """Largest eigenvalue of a PSD matrix by power iteration, with a 10% margin."""
+    m = G.shape[0]
+    if m == 0:
+        return 0.0
+    if m <= 64:
+        return float(torch.linalg.eigvalsh(G.to(torch.float64))[-1]) * 1.0001 + 1e-300
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    v = torch.rand(m, 1, generator=gen, dtype=torch.float64).to(G.device, G.dtype) + 0.5
+    lam = 0.0
+    for _ in range(iters):
+        w = G @ v
+        nrm = float(w.norm())
+        if nrm == 0:
+            return 1e-300
+        lam_new = float((v * w).sum() / (v * v).sum())
+        v = w / nrm
+        if abs(lam_new - lam) <= 1e-4 * abs(lam_new):
+            lam = lam_new
+            break
+        lam = lam_new
+    return 1.1 * lam
+
+
+class InMemoryDesign:
+    """Standardised features held as one ``(n, D)`` tensor on the compute device."""
+
+    streaming = False
+
+    def __init__(self, X: torch.Tensor, sample_weight: torch.Tensor | None):
+        self.X = X
+        self.n, self.d = X.shape
+        self.device = X.device
+        self.dtype = X.dtype
+        self.w = sample_weight
+        self.block = block_rows_for(self.d)
+        self._cols: torch.Tensor | None = None
+        self._XA: torch.Tensor | None = None
+        self._pad = False
+
+    # -- working set ---------------------------------------------------------------
+    def set_columns(self, A: torch.Tensor | None) -> None:
+        if A is not None and self._cols is not None and A.shape == self._cols.shape and bool((A == self._cols).all()):
+            return
+        self._XA = None
+        self._pad = False
+        if A is None or A.numel() == self.d:
+            self._cols = None
+            return
+        self._cols = A
+        if A.numel() > 0.6 * self.d:
+            self._pad = True  # cheaper to multiply the full X with zero rows than to copy
+        else:
+            self._XA = self.X.index_select(1, A)
+
+    def _matrix(self) -> torch.Tensor:
+        return self._XA if self._XA is not None else self.X
+
+    def _expand(self, V: torch.Tensor) -> torch.Tensor:
+        if self._pad:
+            Vf = torch.zeros(self.d, V.shape[1], dtype=V.dtype, device=V.device)
+            Vf[self._cols] = V
+            return Vf
+        return V
+
+    # -- products --------------------------------------------------------------------
+    def mv(self, V: torch.Tensor, exact: bool = False, out_dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        V = self._expand(V)
+        M = self._matrix()
+        if V.shape[0] == 0:
+            return torch.zeros(self.n, V.shape[1], dtype=out_dtype, device=self.device)
+        if not exact or self.dtype == torch.float64:
+            return (M @ V.to(self.dtype)).to(out_dtype)
+        out = torch.empty(self.n, V.shape[1], dtype=out_dtype, device=self.device)
+        V64 = V.to(torch.float64)
+        for s in range(0, self.n, self.block):
+            out[s : s + self.block] = (M[s : s + self.block].to(torch.float64) @ V64).to(out_dtype)
+        return out
+
+    def rmv(self, R: torch.Tensor, exact: bool = False, full: bool = False) -> torch.Tensor:
+        M = self.X if (full or self._pad or self._cols is None) else self._matrix()
+        m = M.shape[1]
+        acc = torch.zeros(R.shape[1], m, dtype=torch.float64, device=self.device)
+        dt = torch.float64 if exact else self.dtype
+        for s in range(0, self.n, self.block):
+            Mb = M[s : s + self.block]
+            acc += (R[s : s + self.block].to(dt).T @ Mb.to(dt)).to(torch.float64)
+        G = acc.T
+        if self._pad and not full:
+            G = G[self._cols]
+        return G
+
+    def gram(self) -> torch.Tensor:
+        d = self.d
+        G = torch.zeros(d + 1, d + 1, dtype=torch.float64, device=self.device)
+        for s in range(0, self.n, self.block):
+            Xb = self.X[s : s + self.block]
+            if self.w is not None:
+                wb = self.w[s : s + self.block]
+                Xw = Xb * wb.to(self.dtype).unsqueeze(1)
+                G[:d, :d] += (Xw.T @ Xb).to(torch.float64)
+                G[:d, d] += (Xb.to(torch.float64) * wb.unsqueeze(1)).sum(0)
+                G[d, d] += wb.sum()
+            else:
+                G[:d, :d] += (Xb.T @ Xb).to(torch.float64)
+                G[:d, d] += Xb.to(torch.float64).sum(0)
+                G[d, d] += Xb.shape[0]
+        G[d, :d] = G[:d, d]
+        return G / self.n
+
+
+class StreamingDesign(InMemoryDesign):
+    """Standardised features streamed from a block reader, one row block at a time.
+
+    Only the ``(n, K)`` work arrays live in memory; every product is one pass over
+    the reader. Blocks are standardised exactly as :func:`standardize_in_memory`
+    does (float64 arithmetic, then the compute dtype), so the streamed and
+    in-memory problems are bit-identical.
+    """
+
+    streaming = True
+
+    def __init__(self, reader: Any, mean: torch.Tensor, std: torch.Tensor, sample_weight: torch.Tensor | None,
+                 dtype: torch.dtype, device: torch.device, block_rows: int | None = None):
+        self.reader = reader
+        self.n, self.d = (int(s) for s in reader.shape)
+        self.mean = mean
+        self.std = std
+        self.device = device
+        self.dtype = dtype
+        self.w = sample_weight
+        self.block = int(block_rows or block_rows_for(self.d))
+        self._cols = None
+        self._XA = None
+        self._pad = False
+        self.passes = 0
+
+    def set_columns(self, A: torch.Tensor | None) -> None:
+        self._cols = None if (A is None or A.numel() == self.d) else A
+
+    def blocks(self) -> Iterator[tuple[int, torch.Tensor]]:
+        self.passes += 1
+        expect = 0
+        for start, blk in self.reader.iter_blocks("features", block_rows=self.block, as_torch=True, device=self.device):
+            start = int(start)
+            if start != expect:
+                raise DebuggableError(f"X: the reader yielded a block at row {start}; expected consecutive blocks starting at row {expect}.")
+            blk = torch.as_tensor(blk, device=self.device)
+            if blk.ndim != 2 or blk.shape[1] != self.d:
+                raise DebuggableError(f"X: the reader yielded a block of shape {tuple(blk.shape)}; expected (rows, {self.d}).")
+            expect = start + blk.shape[0]
+            yield start, standardize_block(blk, self.mean, self.std, self.dtype)
+        if expect != self.n:
+            raise DebuggableError(f"X: the reader yielded {expect} rows; expected {self.n} as its shape says.")
+
+    def mv(self, V: torch.Tensor, exact: bool = False, out_dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        out = torch.empty(self.n, V.shape[1], dtype=out_dtype, device=self.device)
+        dt = torch.float64 if exact else self.dtype
+        Vc = V.to(dt)
+        for s, Xb in self.blocks():
+            if self._cols is not None:
+                Xb = Xb.index_select(1, self._cols)
+            out[s : s + Xb.shape[0]] = (Xb.to(dt) @ Vc).to(out_dtype)
+        return out
+
+    def rmv(self, R: torch.Tensor, exact: bool = False, full: bool = False) -> torch.Tensor:
+        cols = None if full else self._cols
+        m = self.d if cols is None else cols.numel()
+        acc = torch.zeros(R.shape[1], m, dtype=torch.float64, device=self.device)
+        dt = torch.float64 if exact else self.dtype
+        for s, Xb in self.blocks():
+            if cols is not None:
+                Xb = Xb.index_select(1, cols)
+            acc += (R[s : s + Xb.shape[0]].to(dt).T @ Xb.to(dt)).to(torch.float64)
+        return acc.T
+
+    def gram(self) -> torch.Tensor:
+        d = self.d
+        G = torch.zeros(d + 1, d + 1, dtype=torch.float64, device=self.device)
+        for s, Xb in self.blocks():
+            b = Xb.shape[0]
+            if self.w is not None:
+                wb = self.w[s : s + b]
+                G[:d, :d] += ((Xb * wb.to(self.dtype).unsqueeze(1)).T @ Xb).to(torch.float64)
+                G[:d, d] += (Xb.to(torch.float64) * wb.unsqueeze(1)).sum(0)
+                G[d, d] += wb.sum()
+            else:
+                G[:d, :d] += (Xb.T @ Xb).to(torch.float64)
+                G[:d, d] += Xb.to(torch.float64).sum(0)
+                G[d, d] += b
+        G[d, :d] = G[:d, d]
+        return G / self.n
+
+
+def standardize_block(blk: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return ((blk.to(torch.float64) - mean) / std).to(dtype)
+
+
+def standardize_in_memory(X: np.ndarray | torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                          dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A standardised copy of ``X`` on ``device`` (row blocks, float64 arithmetic)."""
+    n, d = X.shape
+    out = torch.empty(n, d, dtype=dtype, device=device)
+    step = block_rows_for(d)
+    for s in range(0, n, step):
+        blk = torch.as_tensor(np.ascontiguousarray(X[s : s + step]) if isinstance(X, np.ndarray) else X[s : s + step])
+        out[s : s + step] = standardize_block(blk.to(device), mean, std, dtype)
+    return out
+
+
+def moments_in_memory(X: np.ndarray | torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-feature mean and unbiased std (float64), plus the count of non-finite values."""
+    n, d = X.shape
+    step = block_rows_for(d)
+    acc = _Moments(d, device)
+    for s in range(0, n, step):
+        blk = torch.as_tensor(np.ascontiguousarray(X[s : s + step]) if isinstance(X, np.ndarray) else X[s : s + step])
+        acc.update(blk.to(device), row0=s)
+    return acc.result()
+
+
+class _Moments:
+    """Chan et al.'s mergeable mean / sum of squares in float64, plus a finiteness count."""
+
+    def __init__(self, d: int, device: torch.device):
+        self.n = 0
+        self.mean = torch.zeros(d, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros(d, dtype=torch.float64, device=device)
+        self.nonfinite = 0
+        self.first_bad: tuple[int, int] | None = None
+
+    def update(self, blk: torch.Tensor, row0: int | None = None) -> None:
+        b = blk.to(torch.float64)
+        if not bool(torch.isfinite(b).all()):
+            bad = ~torch.isfinite(b)
+            self.nonfinite += int(bad.sum())
+            if self.first_bad is None:
+                r, c = torch.nonzero(bad)[0].tolist()
+                self.first_bad = ((self.n if row0 is None else row0) + r, c)
+            b = torch.where(bad, torch.zeros_like(b), b)
+        nb = b.shape[0]
+        if nb == 0:
+            return
+        mb = b.mean(0)
+        m2b = ((b - mb) ** 2).sum(0)
+        tot = self.n + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * (nb / tot)
+        self.m2 = self.m2 + m2b + delta * delta * (self.n * nb / tot)
+        self.n = tot
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        var = self.m2 / max(1, self.n - 1)
+        return self.mean, var.sqrt(), self.nonfinite
+
+
+def constant_columns(mean: torch.Tensor, std: torch.Tensor) -> np.ndarray:
+    """Indices of features whose spread is zero up to float64 rounding."""
+    bad = (std <= 1e-10 * mean.abs()) | (std == 0) | ~torch.isfinite(std)
+    return torch.nonzero(bad).flatten().cpu().numpy()

@@ -1,0 +1,269 @@
+"""Datafits: the smooth part of the GLM objective.
+
+The objective of every solver in :mod:`debuggable.glm` is, for a linear predictor
+``z_i = W^T x_i + b`` (``W`` is ``(D, K)``; ``b`` is ``(K,)`` and never penalised)::
+
+    F(W, b) = (1/n) sum_i w_i * loss(z_i, y_i) + penalty(W)
+
+with ``w_i = 1`` without sample weights (so weights are relative to one, exactly as
+in ``glm-saga``; they are *not* renormalised to sum to ``n``). The datafits:
+
+* :class:`Multinomial`: ``loss = logsumexp(z) - z_y`` (cross-entropy, K >= 2 outputs);
+* :class:`Binomial`: ``loss = log(1 + exp(z)) - y z`` (one output, ``y`` in {0, 1});
+* :class:`Gaussian`: ``loss = 0.5 * ||z - y||^2``, the squared error summed over the
+  K outputs (``glm-saga`` optimises the same quantity; its *reported* loss divides
+  by K as well, see ``docs/glm.md``).
+
+Each datafit works on the ``(n, K)`` matrix ``Z`` of linear predictors and exposes:
+the loss, the residual ``R = dF/dZ`` (so the gradient is ``X^T R`` for ``W`` and
+``1^T R`` for ``b``), a ``K x K`` curvature summary ``B`` (the weighted mean of the
+per-sample Hessians; the solvers model the Hessian by ``Gram (x) B``), the exact
+curvature along a direction, the Fenchel conjugate used by the duality gap and the
+intercept of the all-zero model (used for ``lambda_max``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_B_ROWS = 1 << 17  # rows used to estimate the curvature summary B on very large problems
+
+
+def _subsample(n: int, device: torch.device) -> torch.Tensor | None:
+    if n <= _B_ROWS:
+        return None
+    g = torch.Generator(device="cpu").manual_seed(0)
+    return torch.randperm(n, generator=g)[:_B_ROWS].to(device)
+
+
+class Datafit:
+    """Base class; see the module docstring for the contract."""
+
+    name: str = ""
+    exact_curvature: bool = False  # True when Gram (x) B is the exact Hessian
+
+    def __init__(self, targets: torch.Tensor, n_outputs: int, sample_weight: torch.Tensor | None = None):
+        self.t = targets
+        self.K = int(n_outputs)
+        self.w = sample_weight  # float64 (n,) or None
+        self.n = int(targets.shape[0])
+        self.wsum = float(self.n if sample_weight is None else sample_weight.sum())
+
+    # -- helpers -------------------------------------------------------------------
+    def _wmean(self, v: torch.Tensor) -> torch.Tensor:
+        """(1/n) sum_i w_i v_i in float64."""
+        v = v.to(torch.float64)
+        if self.w is not None:
+            return (v * self.w).sum() / self.n
+        return v.sum() / self.n
+
+    def _scale_rows(self, R: torch.Tensor) -> torch.Tensor:
+        if self.w is not None:
+            R = R * self.w.to(R.dtype).unsqueeze(1)
+        return R.div_(self.n)
+
+    # -- contract --------------------------------------------------------------------
+    def null_intercept(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, Z: torch.Tensor) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss_and_residual(self, Z: torch.Tensor) -> tuple[float, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def curvature(self, Z: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def dir_curvature(self, Z: torch.Tensor, Zd: torch.Tensor) -> float:  # pragma: no cover
+        raise NotImplementedError
+
+    def conjugate(self, Z: torch.Tensor, s: float) -> float:  # pragma: no cover
+        """``f*(s R(Z))``: the Fenchel conjugate of the datafit at the scaled residual."""
+        raise NotImplementedError
+
+    def curvature_bound(self, B: torch.Tensor) -> float:
+        """An upper bound on the largest eigenvalue of ``B`` (Gershgorin)."""
+        return float(B.abs().sum(1).max()) if B.numel() > 1 else float(B.abs().max())
+
+    def predict(self, Z: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def accuracy(self, Z: torch.Tensor, targets: torch.Tensor) -> float:  # pragma: no cover
+        raise NotImplementedError
+
+    def mean_loss(self, Z: torch.Tensor, targets: torch.Tensor) -> float:  # pragma: no cover
+        """Unweighted mean loss of predictions ``Z`` against ``targets`` (validation)."""
+        raise NotImplementedError
+
+
+class Multinomial(Datafit):
+    """Multinomial cross-entropy over K classes; targets are int64 labels 0..K-1."""
+
+    name = "multinomial"
+
+    def null_intercept(self) -> torch.Tensor:
+        counts = torch.zeros(self.K, dtype=torch.float64, device=self.t.device)
+        w = torch.ones(self.n, dtype=torch.float64, device=self.t.device) if self.w is None else self.w
+        counts.index_add_(0, self.t, w)
+        logp = torch.log(counts / counts.sum())
+        return logp - logp.mean()
+
+    def _nll(self, Z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(Z, dim=1) - Z.gather(1, t.unsqueeze(1)).squeeze(1)
+
+    def loss(self, Z: torch.Tensor) -> float:
+        return float(self._wmean(self._nll(Z, self.t)))
+
+    def loss_and_residual(self, Z: torch.Tensor) -> tuple[float, torch.Tensor]:
+        lse = torch.logsumexp(Z, dim=1, keepdim=True)
+        loss = float(self._wmean(lse.squeeze(1) - Z.gather(1, self.t.unsqueeze(1)).squeeze(1)))
+        R = torch.exp(Z - lse)
+        R.scatter_add_(1, self.t.unsqueeze(1), torch.full((self.n, 1), -1.0, dtype=R.dtype, device=R.device))
+        return loss, self._scale_rows(R)
+
+    def curvature(self, Z: torch.Tensor) -> torch.Tensor:
+        idx = _subsample(self.n, Z.device)
+        Zs = Z if idx is None else Z.index_select(0, idx)
+        P = torch.softmax(Zs.to(torch.float64), dim=1)
+        if self.w is not None:
+            w = self.w if idx is None else self.w.index_select(0, idx)
+            Pw = P * w.unsqueeze(1)
+            tot = float(w.sum())
+        else:
+            Pw = P
+            tot = float(P.shape[0])
+        B = torch.diag(Pw.sum(0)) - Pw.T @ P
+        return B / max(tot, 1e-300)
+
+    def dir_curvature(self, Z: torch.Tensor, Zd: torch.Tensor) -> float:
+        P = torch.softmax(Z, dim=1)
+        pz = (P * Zd).sum(1)
+        v = (P * Zd * Zd).sum(1) - pz * pz
+        return float(self._wmean(v))
+
+    def conjugate(self, Z: torch.Tensor, s: float) -> float:
+        # l*(theta) = sum_k q_k log q_k with q = theta + e_y; theta_i = s (p_i - e_y)
+        Q = torch.softmax(Z, dim=1).to(torch.float64) * s
+        Q.scatter_add_(1, self.t.unsqueeze(1), torch.full((self.n, 1), 1.0 - s, dtype=Q.dtype, device=Q.device))
+        ent = torch.where(Q > 0, Q * torch.log(Q.clamp_min(1e-300)), torch.zeros_like(Q)).sum(1)
+        return float(self._wmean(ent))
+
+    def predict(self, Z: torch.Tensor) -> torch.Tensor:
+        return Z.argmax(1)
+
+    def accuracy(self, Z: torch.Tensor, targets: torch.Tensor) -> float:
+        return float((Z.argmax(1) == targets).to(torch.float64).mean())
+
+    def mean_loss(self, Z: torch.Tensor, targets: torch.Tensor) -> float:
+        return float(self._nll(Z.to(torch.float64), targets).mean())
+
+
+class Binomial(Datafit):
+    """Logistic loss with one output; targets are float64 0/1."""
+
+    name = "binomial"
+
+    def null_intercept(self) -> torch.Tensor:
+        w = torch.ones(self.n, dtype=torch.float64, device=self.t.device) if self.w is None else self.w
+        p = float((w * self.t).sum() / w.sum())
+        return torch.tensor([math.log(p / (1 - p))], dtype=torch.float64, device=self.t.device)
+
+    @staticmethod
+    def _nll(Z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        z = Z[:, 0]
+        return torch.nn.functional.softplus(z) - t.to(z.dtype) * z
+
+    def loss(self, Z: torch.Tensor) -> float:
+        return float(self._wmean(self._nll(Z, self.t)))
+
+    def loss_and_residual(self, Z: torch.Tensor) -> tuple[float, torch.Tensor]:
+        loss = self.loss(Z)
+        R = torch.sigmoid(Z) - self.t.to(Z.dtype).unsqueeze(1)
+        return loss, self._scale_rows(R)
+
+    def curvature(self, Z: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(Z[:, 0].to(torch.float64))
+        v = p * (1 - p)
+        if self.w is not None:
+            return ((v * self.w).sum() / self.wsum).reshape(1, 1)
+        return v.mean().reshape(1, 1)
+
+    def dir_curvature(self, Z: torch.Tensor, Zd: torch.Tensor) -> float:
+        p = torch.sigmoid(Z[:, 0])
+        return float(self._wmean(p * (1 - p) * Zd[:, 0] ** 2))
+
+    def conjugate(self, Z: torch.Tensor, s: float) -> float:
+        p = torch.sigmoid(Z[:, 0]).to(torch.float64)
+        q = s * p + (1 - s) * self.t.to(torch.float64)
+        ent = torch.special.xlogy(q, q) + torch.special.xlogy(1 - q, 1 - q)
+        return float(self._wmean(ent))
+
+    def predict(self, Z: torch.Tensor) -> torch.Tensor:
+        return (Z[:, 0] > 0).to(torch.int64)
+
+    def accuracy(self, Z: torch.Tensor, targets: torch.Tensor) -> float:
+        return float(((Z[:, 0] > 0).to(torch.int64) == targets.to(torch.int64)).to(torch.float64).mean())
+
+    def mean_loss(self, Z: torch.Tensor, targets: torch.Tensor) -> float:
+        return float(self._nll(Z.to(torch.float64), targets.to(torch.float64)).mean())
+
+
+class Gaussian(Datafit):
+    """Half squared error summed over K outputs; targets are float64 ``(n, K)``."""
+
+    name = "gaussian"
+    exact_curvature = True
+
+    def null_intercept(self) -> torch.Tensor:
+        if self.w is None:
+            return self.t.mean(0)
+        return (self.t * self.w.unsqueeze(1)).sum(0) / self.w.sum()
+
+    def loss(self, Z: torch.Tensor) -> float:
+        return float(self._wmean(0.5 * ((Z - self.t.to(Z.dtype)) ** 2).sum(1)))
+
+    def loss_and_residual(self, Z: torch.Tensor) -> tuple[float, torch.Tensor]:
+        R = Z - self.t.to(Z.dtype)
+        loss = float(self._wmean(0.5 * (R * R).sum(1)))
+        return loss, self._scale_rows(R)
+
+    def curvature(self, Z: torch.Tensor) -> torch.Tensor:
+        return torch.eye(self.K, dtype=torch.float64, device=Z.device)
+
+    def dir_curvature(self, Z: torch.Tensor, Zd: torch.Tensor) -> float:
+        return float(self._wmean((Zd * Zd).sum(1)))
+
+    def conjugate(self, Z: torch.Tensor, s: float) -> float:
+        # l*(theta) = 0.5 ||theta||^2 + theta . y with theta = s (z - y)
+        th = (Z.to(torch.float64) - self.t) * s
+        return float(self._wmean(0.5 * (th * th).sum(1) + (th * self.t).sum(1)))
+
+    def predict(self, Z: torch.Tensor) -> torch.Tensor:
+        return Z
+
+    def accuracy(self, Z: torch.Tensor, targets: torch.Tensor) -> float:
+        return float("nan")
+
+    def mean_loss(self, Z: torch.Tensor, targets: torch.Tensor) -> float:
+        return float((0.5 * ((Z.to(torch.float64) - targets) ** 2).sum(1)).mean())
+
+
+DATAFITS = {"multinomial": Multinomial, "binomial": Binomial, "gaussian": Gaussian}
+
+
+def make_datafit(family: str, y, sample_weight, device: torch.device) -> Datafit:
+    """Build the datafit for validated targets ``y`` (NumPy) on ``device``."""
+    import numpy as np
+
+    w = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float64, device=device)
+    if family == "multinomial":
+        t = torch.as_tensor(np.asarray(y), dtype=torch.int64, device=device)
+        return Multinomial(t, int(t.max()) + 1, w)
+    if family == "binomial":
+        t = torch.as_tensor(np.asarray(y), dtype=torch.float64, device=device)
+        return Binomial(t, 1, w)
+    t = torch.as_tensor(np.asarray(y), dtype=torch.float64, device=device).reshape(len(y), -1)
+    return Gaussian(t, t.shape[1], w)
