@@ -5,7 +5,17 @@ import numpy as np
 import pytest
 
 from debuggable.cli import main
-from debuggable.run import BugConfig, DataConfig, ExtractConfig, ModelConfig, RunConfig, dumps_config, read_json
+from debuggable.run import (
+    BugConfig,
+    DataConfig,
+    EvaluateConfig,
+    ExtractConfig,
+    GLMConfig,
+    ModelConfig,
+    RunConfig,
+    dumps_config,
+    read_json,
+)
 
 
 def tiny_config() -> RunConfig:
@@ -24,6 +34,8 @@ def tiny_config() -> RunConfig:
                                  train={"epochs": 1, "batch_size": 64, "lr": 5e-3, "optimizer": "adam",
                                         "adversarial": {"norm": "linf", "eps": 0.1, "step_size": 0.05, "steps": 2}}),
         extract=ExtractConfig(batch_size=128, chunk_rows=256, spatial=True, device="cpu"),
+        glm=GLMConfig(n_lambdas=8, lambda_min_ratio=0.02, tol=1e-5),
+        evaluate=EvaluateConfig(top_k=[1, 4]),
     )
 
 
@@ -40,8 +52,8 @@ def test_run_all_stages_then_skip_then_partial_redo(run_dir, capsys):
     out = capsys.readouterr().out
     manifest = read_json(run_dir / "manifest.json")
     assert {k: v["status"] for k, v in manifest["stages"].items()} == {
-        "data": "done", "train": "done", "extract": "done", "report": "done"}
-    for stage_dir in ("data", "models", "features", "report"):
+        "data": "done", "train": "done", "extract": "done", "fit": "done", "evaluate": "done", "report": "done"}
+    for stage_dir in ("data", "models", "features", "glm", "layer", "report"):
         assert (run_dir / stage_dir / "summary.json").is_file()
     assert (run_dir / "report" / "index.html").is_file()
     assert "report:" in out and "features:" in out
@@ -57,9 +69,18 @@ def test_run_all_stages_then_skip_then_partial_redo(run_dir, capsys):
     assert test["feature_dim"] == 16 and test["rows"] > 0
     assert 0.0 <= test["head_accuracy"] <= 1.0
 
+    fit = read_json(run_dir / "glm" / "summary.json")
+    assert fit["n_lambdas"] == 8 and fit["all_converged"]
+    ev = read_json(run_dir / "layer" / "summary.json")
+    assert ev["selection"]["rule"] == "accuracy" and len(ev["curve"]) == 8
+    assert {(r["layer"], r["k"]) for r in ev["top_k"]} == {("dense", 1), ("dense", 4), ("sparse", 1), ("sparse", 4)}
+    assert (run_dir / "layer" / "layer.safetensors").is_file()
+    page = (run_dir / "report" / "index.html").read_text()
+    assert "Sparse decision layer" in page and "Elastic-net regularisation path" in page
+
     # Everything is up to date: a rerun does nothing but say so.
     assert main(["run", str(run_dir), "--no-progress"]) == 0
-    assert capsys.readouterr().out.count("up to date") == 4
+    assert capsys.readouterr().out.count("up to date") == 6
 
     # Changing only the report title makes only the report stale.
     cfg = tiny_config()
@@ -67,7 +88,15 @@ def test_run_all_stages_then_skip_then_partial_redo(run_dir, capsys):
     (run_dir / "run.toml").write_text(dumps_config(cfg))
     assert main(["status", str(run_dir)]) == 0
     status = dict(line.split(None, 1) for line in capsys.readouterr().out.strip().splitlines())
-    assert status == {"data": "done", "train": "done", "extract": "done", "report": "stale"}
+    assert status == {"data": "done", "train": "done", "extract": "done", "fit": "done", "evaluate": "done",
+                      "report": "stale"}
+
+    # Changing only the selection rule redoes the choice of layer, not the path.
+    cfg.evaluate.margin = 0.2
+    (run_dir / "run.toml").write_text(dumps_config(cfg))
+    assert main(["status", str(run_dir)]) == 0
+    status = dict(line.split(None, 1) for line in capsys.readouterr().out.strip().splitlines())
+    assert status["fit"] == "done" and status["evaluate"] == "stale"
 
 
 def test_stage_command_runs_its_dependencies_only(run_dir):

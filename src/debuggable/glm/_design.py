@@ -103,11 +103,12 @@ class InMemoryDesign:
         if V.shape[0] == 0:
             return torch.zeros(self.n, V.shape[1], dtype=out_dtype, device=self.device)
         if not exact or self.dtype == torch.float64:
-            return (M @ V.to(self.dtype)).to(out_dtype)
+            # linear(M, V^T) is markedly faster than M @ V for thin V on CPU (MKL/oneDNN)
+            return torch.nn.functional.linear(M, V.T.to(self.dtype).contiguous()).to(out_dtype)
         out = torch.empty(self.n, V.shape[1], dtype=out_dtype, device=self.device)
         V64 = V.to(torch.float64)
         for s in range(0, self.n, self.block):
-            out[s : s + self.block] = (M[s : s + self.block].to(torch.float64) @ V64).to(out_dtype)
+            out[s : s + self.block] = torch.nn.functional.linear(M[s : s + self.block].to(torch.float64), V64.T.contiguous()).to(out_dtype)
         return out
 
     def rmv(self, R: torch.Tensor, exact: bool = False, full: bool = False) -> torch.Tensor:
@@ -193,7 +194,7 @@ class StreamingDesign(InMemoryDesign):
         for s, Xb in self.blocks():
             if self._cols is not None:
                 Xb = Xb.index_select(1, self._cols)
-            out[s : s + Xb.shape[0]] = (Xb.to(dt) @ Vc).to(out_dtype)
+            out[s : s + Xb.shape[0]] = torch.nn.functional.linear(Xb.to(dt), Vc.T.contiguous()).to(out_dtype)
         return out
 
     def rmv(self, R: torch.Tensor, exact: bool = False, full: bool = False) -> torch.Tensor:

@@ -243,8 +243,9 @@ def check_sample_weight(sample_weight: Any, n: int) -> np.ndarray | None:
     return w
 
 
-def check_constant_features(name: str, std: np.ndarray) -> None:
-    const = np.nonzero(~(std > 0))[0]
+def check_constant_features(name: str, const: np.ndarray) -> None:
+    """Raise for the constant feature columns ``const`` (indices), if any."""
+    const = np.asarray(const).ravel()
     if const.size:
         listed = ", ".join(str(int(j)) for j in const[:5]) + (", ..." if const.size > 5 else "")
         raise DebuggableError(

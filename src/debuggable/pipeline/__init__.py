@@ -1,7 +1,7 @@
 """The pipeline: stages in order, the demo's config, validation and result summaries.
 
 Stages (each a sub-command of ``debuggable``): ``data`` -> ``train`` -> ``extract``
--> ``report``. Later capabilities add stages to :data:`STAGES`.
+-> ``fit`` -> ``evaluate`` -> ``report``. Later capabilities add stages to :data:`STAGES`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import torch
 
 from debuggable.errors import DebuggableError
 from debuggable.pipeline.data_stage import build_data, run_data_stage
+from debuggable.pipeline.evaluate_stage import run_evaluate_stage
 from debuggable.pipeline.extract_stage import run_extract_stage
+from debuggable.pipeline.fit_stage import run_fit_stage
 from debuggable.pipeline.report_stage import run_report_stage
 from debuggable.pipeline.stage import Stage, StageContext, run_stage
 from debuggable.pipeline.train_stage import model_roles, needs_training, run_train_stage, train_config
@@ -26,7 +28,12 @@ STAGES: list[Stage] = [
           help="train the built-in models (standard and PGD-robust) the config asks for"),
     Stage("extract", "features", ("data", "model", "robust_model", "extract"), ("data", "train"), run_extract_stage,
           help="write each model's features, logits and predictions to resumable feature stores"),
-    Stage("report", "report", ("report",), ("data", "train", "extract"), run_report_stage,
+    Stage("fit", "glm", ("data", "model", "robust_model", "extract", "glm"), ("extract",), run_fit_stage,
+          help="fit the elastic-net regularisation path on the extracted features"),
+    Stage("evaluate", "layer", ("data", "model", "robust_model", "extract", "glm", "evaluate"), ("fit",),
+          run_evaluate_stage,
+          help="choose the sparse decision layer on the path; dense vs sparse, top-k table, sparsity curve"),
+    Stage("report", "report", ("report",), ("data", "train", "extract", "fit", "evaluate"), run_report_stage,
           help="build the static HTML report of everything the run produced"),
 ]
 _BY_NAME = {s.name: s for s in STAGES}
@@ -131,6 +138,14 @@ def validate(config: RunConfig) -> None:
             except Exception as exc:  # pydantic's message, reduced to its first line
                 first = str(exc).splitlines()
                 raise DebuggableError(f"{role} model train settings are invalid: {' '.join(first[:3])}.") from None
+    if config.glm.store not in model_roles(config):
+        raise DebuggableError(f"glm.store {config.glm.store!r} names no model of this run; expected one of {list(model_roles(config))}.")
+    if config.evaluate.rule == "features" and config.evaluate.per_class is None:
+        raise DebuggableError("evaluate.per_class is required when evaluate.rule is 'features'.")
+    if config.evaluate.rule == "lambda" and config.evaluate.lam is None:
+        raise DebuggableError("evaluate.lam is required when evaluate.rule is 'lambda'.")
+    if config.evaluate.split not in config.extract.splits:
+        raise DebuggableError(f"evaluate.split {config.evaluate.split!r} is not extracted; expected one of {config.extract.splits}.")
     resolve_device(config.extract.device)
     unknown = [s for s in config.extract.splits if s not in ("train", "val", "test") and not s.startswith("test_")]
     if unknown:
@@ -219,6 +234,21 @@ def describe_results(run: RunDirectory, summaries: dict[str, Any]) -> str:
         for role, st in extract["stores"].items():
             parts = ", ".join(f"{s} {i['rows']}x{i['feature_dim']}" for s, i in st["splits"].items())
             lines.append(f"  features: {role}: {parts} -> {run.path / 'features' / role}")
+    fit = summaries.get("fit")
+    if fit:
+        lines.append(
+            f"  glm path: {fit['n_lambdas']} lambdas in {fit['seconds']:.1f} s ({fit['solver']}), "
+            f"max relative gap {fit['max_gap']:.1e}, max KKT residual/(lam*alpha) {fit['max_kkt']:.1e}"
+        )
+    ev = summaries.get("evaluate")
+    if ev:
+        fpc = ev["features_per_class"]
+        lines.append(
+            f"  sparse layer: {ev['sparse_nnz']} of {len(fpc) * ev['feature_dim']} weights "
+            f"({ev['sparse_density']:.1%}; {sum(fpc) / len(fpc):.1f} features per class), "
+            f"{ev['split']} accuracy {ev['sparse_accuracy']:.3f} vs dense {ev['dense_accuracy']:.3f}"
+            + (f" (original head {ev['original_head_accuracy']:.3f})" if "original_head_accuracy" in ev else "")
+        )
     report = summaries.get("report")
     if report:
         lines.append(f"  report:   {run.path / report['index']}")

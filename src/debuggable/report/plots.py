@@ -125,3 +125,28 @@ def histogram(values: np.ndarray, path: Path, *, xlabel: str, title: str = "", b
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def path_plot(lambdas: np.ndarray, coef: np.ndarray, path: Path, *, highlight: int = 12) -> Path:
+    """Regularisation path: every weight of ``coef`` (L, K, D) against ``lambdas`` (L,).
+
+    The ``highlight`` weights largest in magnitude at the smallest lambda are coloured,
+    the others drawn thin and grey.
+    """
+    lam = np.asarray(lambdas)
+    flat = np.asarray(coef).reshape(len(lam), -1)
+    active = np.flatnonzero(np.any(flat != 0, axis=0))
+    fig, ax = plt.subplots(figsize=(4.8, 3.0))
+    top = set(active[np.argsort(-np.abs(flat[-1, active]))[:highlight]].tolist()) if active.size else set()
+    for j in active:
+        if j not in top:
+            ax.plot(lam, flat[:, j], color="0.8", lw=0.5)
+    for j in top:
+        ax.plot(lam, flat[:, j], lw=1.2)
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("lambda (decreasing)")
+    ax.set_ylabel("standardised weight")
+    ax.set_title("Regularisation path", fontsize=10)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

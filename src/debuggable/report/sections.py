@@ -156,3 +156,76 @@ def extract_section(run: RunDirectory, out: SectionBuilder) -> None:
             out.figure(lambda p, sd=std: plots.histogram(sd, p, xlabel="std of activation (train)",
                                                          title=f"{role}: per-feature std"),
                        f"features_{role}_std", "Distribution of per-feature standard deviations on the training split.")
+
+
+@section("glm", "Elastic-net regularisation path", order=40, stage="fit")
+def glm_section(run: RunDirectory, out: SectionBuilder) -> None:
+    from debuggable.glm import GLMPath
+
+    s = run.summary("fit")
+    path = GLMPath.load(run.path / "glm")
+    out.paragraph(
+        f"{s['n_lambdas']} lambdas from {s['lambda_max']:.3g} down to {s['lambda_min']:.3g}, fitted in "
+        f"{s['seconds']:.1f} s ({s['solver']} on {s['device']}). Every point is certified: the largest relative "
+        f"duality gap is {s['max_gap']:.1e} and the largest KKT residual is {s['max_kkt']:.1e} x lambda x alpha"
+        + ("." if s["all_converged"] else "; some points did not reach the tolerance (see the table).")
+    )
+    lam = path.lambdas
+    with out.figures_row():
+        out.figure(
+            lambda p: plots.line_chart(
+                lam, {"train": path.train_accuracy, "validation": path.val_accuracy}, p,
+                xlabel="lambda", ylabel="accuracy", title="Accuracy along the path", logx=True,
+            ),
+            "glm_accuracy", "Training and validation accuracy at each lambda (log scale).",
+        )
+        out.figure(
+            lambda p: plots.path_plot(lam, path.coef * path.feature_std[None, None, :], p),
+            "glm_path", "Standardised weights along the path (each line one class-feature weight; "
+            "the 12 largest at the end of the path are coloured).",
+        )
+    worst = np.argsort(-np.nan_to_num(path.gap))[:5]
+    out.table(
+        ["lambda", "non-zeros", "relative gap", "KKT / (lam alpha)", "iterations", "seconds", "converged"],
+        [[float(path.lambdas[i]), int(path.nnz[i]), float(path.gap[i]), float(path.kkt[i]), int(path.n_iter[i]),
+          float(path.time[i]), bool(path.converged[i])] for i in sorted(worst)],
+    )
+    out.paragraph("The five points with the largest duality gap.", note=True)
+
+
+@section("layer", "Sparse decision layer", order=50, stage="evaluate")
+def layer_section(run: RunDirectory, out: SectionBuilder) -> None:
+    s = run.summary("evaluate")
+    sel = s["selection"]
+    fpc = s["features_per_class"]
+    rule = {"accuracy": f"the sparsest point within {sel.get('margin', 0):.0%} of the best validation accuracy",
+            "features": f"the densest point with at most {sel.get('per_class')} features per class",
+            "lambda": f"the grid point nearest lambda {sel.get('requested_lambda')}"}.get(sel.get("rule"), sel.get("rule"))
+    out.paragraph(
+        f"Chosen: {rule} (lambda {sel['lambda']:.3g}). It uses {s['sparse_nnz']} of "
+        f"{len(fpc) * s['feature_dim']} weights ({s['sparse_density']:.1%}), {sum(fpc) / len(fpc):.1f} features per "
+        f"class on average and {s['used_features']} distinct features. The dense comparison is {s['dense_is']}."
+    )
+    rows = [["sparse layer", s["sparse_accuracy"], s["sparse_nnz"]], ["dense layer", s["dense_accuracy"], s["dense_nnz"]]]
+    if "original_head_accuracy" in s:
+        rows.append(["the model's own head", s["original_head_accuracy"], ""])
+    out.table([f"{s['split']} split", "accuracy", "non-zero weights"], rows)
+    out.heading("Top-k features per class (the paper's Figure 4(b))")
+    out.paragraph(
+        "Accuracy when each class keeps only its k largest standardised weights (top-k), and when it keeps all but "
+        "those (rest); removed features sit at their training mean. A sparse layer whose few features carry its "
+        "decisions scores high on top-k and low on rest.", note=True)
+    out.table(["layer", "k", "top-k accuracy", "rest accuracy", "all features"],
+              [[r["layer"], r["k"], r["top_k"], r["rest"], r["all"]] for r in s["top_k"]])
+    curve = s["curve"]
+    out.figure(
+        lambda p: plots.line_chart(
+            [c["features_per_class"] for c in curve], {f"{s['split']} accuracy": [c["accuracy"] for c in curve]}, p,
+            xlabel="features per class (mean)", ylabel="accuracy", title="Sparsity vs accuracy", logx=False,
+        ),
+        "layer_sparsity_curve", "Accuracy of every path point against the features it uses per class.",
+    )
+    out.heading("Features each class uses")
+    out.table(["class", "features", "top features (standardised weight)"],
+              [[name, fpc[c], ", ".join(f"#{j} ({w:+.2f})" for j, w in s["top_features"][name])]
+               for c, name in enumerate(s["top_features"])])

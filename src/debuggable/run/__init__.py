@@ -11,7 +11,9 @@ from debuggable.run.atomic import (
 from debuggable.run.config import (
     BugConfig,
     DataConfig,
+    EvaluateConfig,
     ExtractConfig,
+    GLMConfig,
     ModelConfig,
     ReportConfig,
     RunConfig,
@@ -24,7 +26,9 @@ from debuggable.run.rundir import FORMAT_VERSION, RunDirectory, ensure_writable
 __all__ = [
     "BugConfig",
     "DataConfig",
+    "EvaluateConfig",
     "ExtractConfig",
+    "GLMConfig",
     "FORMAT_VERSION",
     "ModelConfig",
     "ReportConfig",

@@ -13,7 +13,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -64,6 +64,35 @@ class ExtractConfig(_Section):
     device: str = "auto"
 
 
+class GLMConfig(_Section):
+    """The elastic-net path fitted on a feature store (``debuggable.glm.elastic_net_path``)."""
+
+    store: str = "inspected"
+    family: Literal["multinomial", "binomial"] = "multinomial"
+    alpha: float = Field(0.99, gt=0, le=1)
+    n_lambdas: int = Field(100, ge=2)
+    lambda_min_ratio: float = Field(1e-3, gt=0, lt=1)
+    tol: float = Field(1e-6, gt=0)
+    group: bool = False
+    max_time: float | None = Field(None, gt=0)
+
+
+class EvaluateConfig(_Section):
+    """Which path point becomes the sparse layer, and how it is evaluated.
+
+    ``rule``: ``accuracy`` (the sparsest point within ``margin`` of the best validation
+    accuracy; the paper uses 0.05), ``features`` (the densest point with at most
+    ``per_class`` features per class) or ``lambda`` (the grid point nearest ``lam``).
+    """
+
+    rule: Literal["accuracy", "features", "lambda"] = "accuracy"
+    margin: float = Field(0.05, ge=0, lt=1)
+    per_class: int | None = Field(None, ge=0)
+    lam: float | None = Field(None, gt=0)
+    top_k: list[int] = Field(default_factory=lambda: [1, 5, 10, 20])
+    split: str = "test"
+
+
 class ReportConfig(_Section):
     title: str = "debuggable report"
 
@@ -78,6 +107,8 @@ class RunConfig(_Section):
         model: the model under inspection.
         robust_model: an adversarially robust model for failure analysis, or None.
         extract: feature-extraction settings.
+        glm: the elastic-net path.
+        evaluate: the choice of the sparse layer and its evaluation.
         report: report settings.
     """
 
@@ -87,6 +118,8 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     robust_model: ModelConfig | None = None
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    glm: GLMConfig = Field(default_factory=GLMConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
     def section_hash(self, *names: str) -> str:

@@ -44,6 +44,10 @@ from debuggable.glm.datafits import Datafit
 from debuggable.glm.penalties import ElasticNet
 from debuggable.glm.solvers.fista import solve_kron_model
 
+import os as _os
+
+_DEBUG = bool(_os.environ.get("DEBUGGABLE_GLM_DEBUG"))
+
 
 @dataclass
 class Certificate:
@@ -156,7 +160,7 @@ class ProxNewtonSolver:
                 k = max(float(viol.max()) if m else 0.0, float(gb.abs().max()))
                 pen = penalty.value(WA, lam)
                 obj = loss + pen
-                gap = duality_gap(datafit, penalty, lam, WA, b, G, gb, Z, loss, pen) if k <= target else math.inf
+                gap = duality_gap(datafit, penalty, lam, WA, b, G, gb, Z, loss, pen)
                 force = m > 0 and not bool((WA != 0).any()) and k > 1e-9 * lam * alpha
                 if k <= 0.5 * target and gap <= 0.5 * tol * max(abs(obj), 1e-12) and not force:
                     break
@@ -166,7 +170,7 @@ class ProxNewtonSolver:
                 c = 1.0 if datafit.exact_curvature else self.c
                 L = c * LG * datafit.curvature_bound(B)
                 g_all = torch.cat([G, gb.unsqueeze(0)], 0)
-                inner_tol = min(0.1 * k, 0.25 * target) if not force else 0.01 * k
+                inner_tol = max(0.1 * k, 0.25 * target) if not force else 0.01 * k
                 D, it = solve_kron_model(gA, B, c, g_all, WA, lam, penalty, L, inner_tol, self.max_inner)
                 n_inner += it
                 DW, Db = D[:m], D[m]
@@ -190,6 +194,8 @@ class ProxNewtonSolver:
                             break
                         s *= 0.5
                 n_iter += 1
+                if _DEBUG:
+                    print(f"    it={n_iter} m={m} k/t={k / target:.3g} gap/P={gap / max(abs(obj), 1e-12):.3g} c={c:.3g}->{self.c:.3g} s={s:.3g} inner={it} dec={dec:.3g}")
                 if not accepted:
                     stalled = True
                     break

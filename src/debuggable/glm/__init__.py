@@ -1,0 +1,33 @@
+"""Elastic-net GLM regularisation paths at deep-learning scale.
+
+``debuggable.glm`` depends on torch only and knows nothing of deep networks:
+
+* :func:`elastic_net_path`: the path for the multinomial, binomial or gaussian
+  datafit with an elastic-net or group penalty, in memory (CPU or GPU) or streamed
+  from a feature-store reader, each lambda certified by a KKT residual and a
+  duality gap;
+* :class:`GLMPath`: the result (original feature scale), with ``save`` / ``load``;
+* :func:`select_by_accuracy`, :func:`select_by_features`, :func:`select_by_lambda`:
+  pick one point of a path, recording the rule;
+* :class:`ElasticNetPathClassifier`: a scikit-learn estimator around all of it.
+
+See ``docs/glm.md``.
+"""
+
+from debuggable.glm.estimator import ElasticNetPathClassifier
+from debuggable.glm.path import ArrayReader, elastic_net_path, lambda_max
+from debuggable.glm.result import GLMPath
+from debuggable.glm.select import Selection, select, select_by_accuracy, select_by_features, select_by_lambda
+
+__all__ = [
+    "ArrayReader",
+    "ElasticNetPathClassifier",
+    "GLMPath",
+    "Selection",
+    "elastic_net_path",
+    "lambda_max",
+    "select",
+    "select_by_accuracy",
+    "select_by_features",
+    "select_by_lambda",
+]
