@@ -120,14 +120,22 @@ class Multinomial(Datafit):
     def loss_and_residual(self, Z: torch.Tensor) -> tuple[float, torch.Tensor]:
         lse = torch.logsumexp(Z, dim=1, keepdim=True)
         loss = float(self._wmean(lse.squeeze(1) - Z.gather(1, self.t.unsqueeze(1)).squeeze(1)))
-        R = torch.exp(Z - lse)
+        P = torch.exp(Z - lse)
+        self._cache = (Z, P)
+        R = P.clone()
         R.scatter_add_(1, self.t.unsqueeze(1), torch.full((self.n, 1), -1.0, dtype=R.dtype, device=R.device))
         return loss, self._scale_rows(R)
 
+    def _probs(self, Z: torch.Tensor) -> torch.Tensor:
+        cache = getattr(self, "_cache", None)
+        if cache is not None and cache[0] is Z:
+            return cache[1]
+        return torch.softmax(Z, dim=1)
+
     def curvature(self, Z: torch.Tensor) -> torch.Tensor:
         idx = _subsample(self.n, Z.device)
-        Zs = Z if idx is None else Z.index_select(0, idx)
-        P = torch.softmax(Zs.to(torch.float64), dim=1)
+        P = self._probs(Z)
+        P = (P if idx is None else P.index_select(0, idx)).to(torch.float64)
         if self.w is not None:
             w = self.w if idx is None else self.w.index_select(0, idx)
             Pw = P * w.unsqueeze(1)
@@ -139,14 +147,14 @@ class Multinomial(Datafit):
         return B / max(tot, 1e-300)
 
     def dir_curvature(self, Z: torch.Tensor, Zd: torch.Tensor) -> float:
-        P = torch.softmax(Z, dim=1)
+        P = self._probs(Z)
         pz = (P * Zd).sum(1)
         v = (P * Zd * Zd).sum(1) - pz * pz
         return float(self._wmean(v))
 
     def conjugate(self, Z: torch.Tensor, s: float) -> float:
         # l*(theta) = sum_k q_k log q_k with q = theta + e_y; theta_i = s (p_i - e_y)
-        Q = torch.softmax(Z, dim=1).to(torch.float64) * s
+        Q = self._probs(Z).to(torch.float64) * s
         Q.scatter_add_(1, self.t.unsqueeze(1), torch.full((self.n, 1), 1.0 - s, dtype=Q.dtype, device=Q.device))
         ent = torch.where(Q > 0, Q * torch.log(Q.clamp_min(1e-300)), torch.zeros_like(Q)).sum(1)
         return float(self._wmean(ent))

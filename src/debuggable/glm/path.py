@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -104,68 +105,9 @@ def _work_dtype(n: int, k: int, device: torch.device) -> torch.dtype:
     return torch.float64 if 6 * n * k * 8 < 0.5 * free else torch.float32
 
 
-def elastic_net_path(
-    X: Any,
-    y: Any,
-    *,
-    family: str = "multinomial",
-    alpha: float = 0.99,
-    n_lambdas: int = 100,
-    lambda_min_ratio: float = 1e-3,
-    lambdas: Any = None,
-    tol: float = 1e-6,
-    standardize: bool = True,
-    group: bool = False,
-    sample_weight: Any = None,
-    X_val: Any = None,
-    y_val: Any = None,
-    device: Any = None,
-    max_time: float | None = None,
-    verbose: bool = False,
-    kkt_tol: float = 5e-3,
-    dtype: Any = None,
-    solver: str = "auto",
-    max_iter: int = 500,
-    block_rows: int | None = None,
-) -> GLMPath:
-    """Fit an elastic-net GLM regularisation path.
-
-    Args:
-        X: features, ``(n, D)``: a NumPy array, a torch tensor (its device is used
-            unless ``device`` is given) or a feature-store reader (any object with
-            ``shape`` and ``iter_blocks``; streamed when it does not fit in memory).
-        y: targets: integer labels 0..K-1 (``multinomial``; every class must
-            occur), 0/1 (``binomial``), or ``(n,)`` / ``(n, K)`` floats (``gaussian``).
-        family: ``"multinomial"``, ``"binomial"`` or ``"gaussian"``.
-        alpha: the L1 share of the penalty, in (0, 1]; 1 is the lasso.
-        n_lambdas, lambda_min_ratio: the default grid, ``n_lambdas`` values
-            log-spaced from ``lambda_max`` down to ``lambda_min_ratio * lambda_max``.
-        lambdas: an explicit strictly decreasing grid (overrides the two above).
-        tol: relative duality gap at which a lambda is converged.
-        standardize: standardise features internally (mean 0, unbiased std 1, as
-            glm-saga's ``NormalizedRepresentation``); results are in the original scale.
-        group: penalise each feature's row across all classes as a group.
-        sample_weight: non-negative per-example weights (relative to 1, not renormalised).
-        X_val, y_val: a validation set for per-lambda validation loss and accuracy.
-        device: where to compute (default: X's device, else CPU).
-        max_time: seconds; the path stops after the lambda during which it runs out.
-        verbose: print one line per lambda.
-        kkt_tol: a lambda is converged only if, in addition, the largest subgradient
-            violation is at most ``kkt_tol * lam * alpha``.
-        dtype: ``"float32"`` (default; products in float32, certificates in float64)
-            or ``"float64"``.
-        solver: ``"auto"`` (in memory when it fits on the device, else streaming),
-            ``"in_memory"`` or ``"streaming"``.
-        max_iter: outer iterations per lambda.
-        block_rows: rows per block for the streaming solver.
-
-    Returns:
-        a :class:`GLMPath`.
-
-    Raises:
-        DebuggableError: on bad input (nothing is computed or written then).
-    """
-    t_start = time.perf_counter()
+def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, standardize, group, sample_weight,
+           X_val, y_val, device, max_time, verbose, kkt_tol, dtype, solver, max_iter, block_rows) -> SimpleNamespace:
+    """Validate everything, build the design and the null model; compute lambda_max."""
     # ---- scalar arguments --------------------------------------------------------------
     family = V.check_choice("family", family, V.FAMILIES)
     alpha = V.check_alpha(alpha)
@@ -260,6 +202,82 @@ def elastic_net_path(
     _, R0 = datafit.loss_and_residual(Z)
     G0 = design.rmv(R0, exact=True, full=True)
     lam_max = penalty.lambda_max(G0)
+    env = dict(locals())
+    return SimpleNamespace(**{name: val for name, val in env.items() if not name.startswith("_")})
+
+
+def elastic_net_path(
+    X: Any,
+    y: Any,
+    *,
+    family: str = "multinomial",
+    alpha: float = 0.99,
+    n_lambdas: int = 100,
+    lambda_min_ratio: float = 1e-3,
+    lambdas: Any = None,
+    tol: float = 1e-6,
+    standardize: bool = True,
+    group: bool = False,
+    sample_weight: Any = None,
+    X_val: Any = None,
+    y_val: Any = None,
+    device: Any = None,
+    max_time: float | None = None,
+    verbose: bool = False,
+    kkt_tol: float = 5e-3,
+    dtype: Any = None,
+    solver: str = "auto",
+    max_iter: int = 500,
+    block_rows: int | None = None,
+) -> GLMPath:
+    """Fit an elastic-net GLM regularisation path.
+
+    Args:
+        X: features, ``(n, D)``: a NumPy array, a torch tensor (its device is used
+            unless ``device`` is given) or a feature-store reader (any object with
+            ``shape`` and ``iter_blocks``; streamed when it does not fit in memory).
+        y: targets: integer labels 0..K-1 (``multinomial``; every class must
+            occur), 0/1 (``binomial``), or ``(n,)`` / ``(n, K)`` floats (``gaussian``).
+        family: ``"multinomial"``, ``"binomial"`` or ``"gaussian"``.
+        alpha: the L1 share of the penalty, in (0, 1]; 1 is the lasso.
+        n_lambdas, lambda_min_ratio: the default grid, ``n_lambdas`` values
+            log-spaced from ``lambda_max`` down to ``lambda_min_ratio * lambda_max``.
+        lambdas: an explicit strictly decreasing grid (overrides the two above).
+        tol: relative duality gap at which a lambda is converged.
+        standardize: standardise features internally (mean 0, unbiased std 1, as
+            glm-saga's ``NormalizedRepresentation``); results are in the original scale.
+        group: penalise each feature's row across all classes as a group.
+        sample_weight: non-negative per-example weights (relative to 1, not renormalised).
+        X_val, y_val: a validation set for per-lambda validation loss and accuracy.
+        device: where to compute (default: X's device, else CPU).
+        max_time: seconds; the path stops after the lambda during which it runs out.
+        verbose: print one line per lambda.
+        kkt_tol: a lambda is converged only if, in addition, the largest subgradient
+            violation is at most ``kkt_tol * lam * alpha``.
+        dtype: ``"float32"`` (default; products in float32, certificates in float64)
+            or ``"float64"``.
+        solver: ``"auto"`` (in memory when it fits on the device, else streaming),
+            ``"in_memory"`` or ``"streaming"``.
+        max_iter: outer iterations per lambda.
+        block_rows: rows per block for the streaming solver.
+
+    Returns:
+        a :class:`GLMPath`.
+
+    Raises:
+        DebuggableError: on bad input (nothing is computed or written then).
+    """
+    t_start = time.perf_counter()
+    P = _setup(X, y, family=family, alpha=alpha, n_lambdas=n_lambdas, lambda_min_ratio=lambda_min_ratio, lambdas=lambdas,
+               tol=tol, standardize=standardize, group=group, sample_weight=sample_weight, X_val=X_val, y_val=y_val,
+               device=device, max_time=max_time, verbose=verbose, kkt_tol=kkt_tol, dtype=dtype, solver=solver,
+               max_iter=max_iter, block_rows=block_rows)
+    (family, alpha, grid, tol, kkt_tol, max_time, max_iter, lambda_min_ratio, n_lambdas) = (
+        P.family, P.alpha, P.grid, P.tol, P.kkt_tol, P.max_time, P.max_iter, P.lambda_min_ratio, P.n_lambdas)
+    design, datafit, penalty, work_dtype, dev = P.design, P.datafit, P.penalty, P.work_dtype, P.dev
+    b, W, G0, lam_max, Xv_t, n, d, k, sw, cdtype = P.b, P.W, P.G0, P.lam_max, P.Xv_t, P.n, P.d, P.k, P.sw, P.cdtype
+    mean, std, solver_used = P.mean, P.std, P.solver_used
+    tv = getattr(P, "tv", None)
     if grid is None:
         if not lam_max > 0:
             raise DebuggableError("y: expected targets that some feature can explain, got lambda_max = 0 (the intercept-only model is optimal for every lambda).")
@@ -363,8 +381,12 @@ def elastic_net_path(
 
 
 def lambda_max(X: Any, y: Any, *, family: str = "multinomial", alpha: float = 0.99, group: bool = False,
-               standardize: bool = True, sample_weight: Any = None) -> float:
-    """The smallest lambda whose solution is all-zero (on the standardised problem)."""
-    path = elastic_net_path(X, y, family=family, alpha=alpha, group=group, standardize=standardize,
-                            sample_weight=sample_weight, lambdas=[1e300], dtype="float64")
-    return float(path.info["lambda_max"])
+               standardize: bool = True, sample_weight: Any = None, device: Any = None) -> float:
+    """The smallest lambda whose solution is all-zero (for the standardised problem when
+    ``standardize``): ``max_j ||X_j^T R_0||_* / alpha`` with ``R_0`` the residual of the
+    intercept-only model and ``||.||_*`` the max-norm (or the 2-norm across classes for
+    ``group``)."""
+    P = _setup(X, y, family=family, alpha=alpha, n_lambdas=1, lambda_min_ratio=0.5, lambdas=None, tol=1e-6,
+               standardize=standardize, group=group, sample_weight=sample_weight, X_val=None, y_val=None, device=device,
+               max_time=None, verbose=False, kkt_tol=1e-3, dtype="float64", solver="auto", max_iter=1, block_rows=None)
+    return float(P.lam_max)

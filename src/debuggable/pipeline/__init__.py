@@ -18,7 +18,17 @@ from debuggable.pipeline.fit_stage import run_fit_stage
 from debuggable.pipeline.report_stage import run_report_stage
 from debuggable.pipeline.stage import Stage, StageContext, run_stage
 from debuggable.pipeline.train_stage import model_roles, needs_training, run_train_stage, train_config
-from debuggable.run import BugConfig, DataConfig, ExtractConfig, ModelConfig, ReportConfig, RunConfig, RunDirectory
+from debuggable.run import (
+    BugConfig,
+    DataConfig,
+    EvaluateConfig,
+    ExtractConfig,
+    GLMConfig,
+    ModelConfig,
+    ReportConfig,
+    RunConfig,
+    RunDirectory,
+)
 
 STAGES: list[Stage] = [
     Stage("data", "data", ("data",), (), run_data_stage,
@@ -78,6 +88,10 @@ def demo_config() -> RunConfig:
             },
         ),
         extract=ExtractConfig(splits=["train", "val", "test"], batch_size=512, spatial=True),
+        # The sparse end of the path is what the layer is chosen from; stopping at 1% of
+        # lambda_max keeps the fit to seconds on CPU.
+        glm=GLMConfig(alpha=0.99, n_lambdas=40, lambda_min_ratio=0.01, tol=1e-6),
+        evaluate=EvaluateConfig(rule="accuracy", margin=0.05, top_k=[1, 5, 10, 20]),
         report=ReportConfig(title="debuggable demo: Animal-MNIST with a planted spurious patch"),
     )
 

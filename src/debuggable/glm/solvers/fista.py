@@ -44,18 +44,23 @@ def solve_kron_model(
     """
     m = W0.shape[0]
     cdt = G.dtype
-    Bc = (c * B).to(cdt)
+    # Work transposed, (K, m + 1): (K x m)(m x m) products are several times faster
+    # than (m x m)(m x K) ones for small K with MKL/oneDNN.
+    BcT = (c * B).T.to(cdt).contiguous()
+    gT = g.T.contiguous()
+    W0T = W0.T
     step = 1.0 / L
-    D = torch.zeros_like(g) if start is None else start.clone()
+    D = torch.zeros_like(gT) if start is None else start.T.contiguous()
     Y = D.clone()
     t = 1.0
     it = 0
+    fp64 = cdt == torch.float64
     for it in range(1, max_iter + 1):
-        grad = g + (G @ (Y.to(cdt) @ Bc)).to(torch.float64) if cdt != torch.float64 else g + G @ (Y @ Bc)
-        V = Y - step * grad
+        HY = (BcT @ Y) @ G if fp64 else ((BcT @ Y.to(cdt)) @ G).to(torch.float64)
+        V = Y - step * (gT + HY)
         Dn = torch.empty_like(D)
-        Dn[:m] = penalty.prox(W0 + V[:m], step, lam) - W0
-        Dn[m:] = V[m:]
+        Dn[:, :m] = penalty.prox((W0T + V[:, :m]).T, step, lam).T - W0T
+        Dn[:, m:] = V[:, m:]
         diff = Dn - Y
         res = float(diff.abs().max()) * L if diff.numel() else 0.0
         if res <= tol:
@@ -70,4 +75,4 @@ def solve_kron_model(
             Y = Dn + ((t - 1) / t_new) * (Dn - D)
             t = t_new
         D = Dn
-    return D, it
+    return D.T.contiguous(), it
