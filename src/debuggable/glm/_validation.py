@@ -85,7 +85,7 @@ def check_lambdas(lambdas: Any) -> np.ndarray:
         raise DebuggableError(f"lambdas: expected a non-empty 1-D sequence, got shape {lam.shape}.")
     if not np.all(np.isfinite(lam)) or np.any(lam <= 0):
         bad = lam[~(np.isfinite(lam) & (lam > 0))][0]
-        raise DebuggableError(f"lambdas: expected finite positive values, got {bad!r} among them.")
+        raise DebuggableError(f"lambdas: expected finite positive values, got {float(bad):g} among them.")
     if lam.size > 1 and np.any(np.diff(lam) >= 0):
         i = int(np.nonzero(np.diff(lam) >= 0)[0][0])
         raise DebuggableError(
@@ -199,7 +199,7 @@ def check_labels(name: str, y: Any, n: int, family: str, *, n_outputs: int | Non
             raise DebuggableError(f"{name}: expected integer class labels 0..K-1, got NaN or infinite values.")
         if not np.all(np.mod(y, 1) == 0):
             bad = y[np.mod(y, 1) != 0][0]
-            raise DebuggableError(f"{name}: expected integer class labels 0..K-1, got {bad!r}.")
+            raise DebuggableError(f"{name}: expected integer class labels 0..K-1, got {float(bad):g}.")
     yi = y.astype(np.int64)
     if yi.size and yi.min() < 0:
         raise DebuggableError(f"{name}: expected integer class labels 0..K-1, got {int(yi.min())}.")
