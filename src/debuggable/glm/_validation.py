@@ -276,9 +276,10 @@ def os_sysconf(name: str) -> int:
     return int(os.sysconf(name))
 
 
-def check_fits_in_memory(n: int, d: int, k: int, itemsize: int, device: torch.device) -> None:
+def check_fits_in_memory(n: int, d: int, k: int, itemsize: int, device: torch.device, work_itemsize: int = 8,
+                         copy_x: bool = True) -> None:
     """Raise when the in-memory solver would not fit on ``device``."""
-    need = in_memory_bytes(n, d, k, itemsize)
+    need = in_memory_bytes(n, d, k, itemsize, work_itemsize, copy_x)
     free = available_memory(device)
     if need > free:
         raise DebuggableError(
@@ -288,7 +289,9 @@ def check_fits_in_memory(n: int, d: int, k: int, itemsize: int, device: torch.de
         )
 
 
-def in_memory_bytes(n: int, d: int, k: int, itemsize: int) -> int:
-    # standardised X, a working-set copy of at most 60% of it, ~6 n x K float64 work
-    # arrays (Z, Zd, residual, softmax temporaries) and the (d+1)^2 Gram matrix.
-    return int(1.6 * n * d * itemsize + 6 * n * k * 8 + 3 * (d + 1) ** 2 * 8)
+def in_memory_bytes(n: int, d: int, k: int, itemsize: int, work_itemsize: int = 8, copy_x: bool = True) -> int:
+    """Bytes the in-memory solver needs: the standardised copy of X (unless X is used
+    as is), a working-set copy of at most 60% of it, about six ``(n, K)`` work arrays
+    (predictions, step, residual, probabilities, line-search temporaries) and the
+    ``(d+1)^2`` Gram matrix with its working-set copies."""
+    return int(((1.6 if copy_x else 0.6) * n * d * itemsize) + 6 * n * k * work_itemsize + 3 * (d + 1) ** 2 * 8)

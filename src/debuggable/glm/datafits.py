@@ -121,15 +121,15 @@ class Multinomial(Datafit):
         lse = torch.logsumexp(Z, dim=1, keepdim=True)
         loss = float(self._wmean(lse.squeeze(1) - Z.gather(1, self.t.unsqueeze(1)).squeeze(1)))
         P = torch.exp(Z - lse)
-        self._cache = (Z, P)
+        self._cache = (Z, Z._version, P)
         R = P.clone()
         R.scatter_add_(1, self.t.unsqueeze(1), torch.full((self.n, 1), -1.0, dtype=R.dtype, device=R.device))
         return loss, self._scale_rows(R)
 
     def _probs(self, Z: torch.Tensor) -> torch.Tensor:
         cache = getattr(self, "_cache", None)
-        if cache is not None and cache[0] is Z:
-            return cache[1]
+        if cache is not None and cache[0] is Z and cache[1] == Z._version:
+            return cache[2]
         return torch.softmax(Z, dim=1)
 
     def curvature(self, Z: torch.Tensor) -> torch.Tensor:

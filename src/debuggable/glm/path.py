@@ -42,6 +42,29 @@ from debuggable.glm.result import GLMPath
 from debuggable.glm.solvers.prox_newton import ProxNewtonSolver
 
 SOLVERS = ("auto", "in_memory", "streaming")
+_EXTRAPOLATE = True
+_EXTRAPOLATE_BYTES = 1 << 30  # keep the previous predictions for the warm start up to this size
+
+
+def _extrapolate(datafit, penalty, lam, cur, prev):
+    """Warm start: extrapolate the last path segment linearly in log(lambda).
+
+    Predictions are linear in the coefficients, so the extrapolated ``Z`` is free.
+    Falls back to the last solution when extrapolating does not lower the objective.
+    """
+    W1, b1, Z1, l1 = cur
+    W2, b2, Z2, l2 = prev
+    if l2 <= l1 or W2.shape != W1.shape:
+        return W1, b1, Z1
+    r = math.log(l1 / lam) / math.log(l2 / l1)
+    if not 0 < r <= 2:
+        return W1, b1, Z1
+    We = W1 + r * (W1 - W2)
+    be = b1 + r * (b1 - b2)
+    Ze = Z1 + r * (Z1 - Z2)
+    f1 = datafit.loss(Z1) + penalty.value(W1, lam)
+    fe = datafit.loss(Ze) + penalty.value(We, lam)
+    return (We, be, Ze) if fe < f1 else (W1, b1, Z1)
 
 
 class ArrayReader:
@@ -99,10 +122,17 @@ def _val_matrix(X_val: Any, d: int, mean: torch.Tensor, std: torch.Tensor, dtype
 
 
 def _work_dtype(n: int, k: int, device: torch.device) -> torch.dtype:
+    """float64 for the (n, K) work arrays unless they would take half the device memory."""
     if device.type == "cpu":
         return torch.float64
     free = V.available_memory(device)
     return torch.float64 if 6 * n * k * 8 < 0.5 * free else torch.float32
+
+
+def _usable_as_is(X: Any, standardize: bool, dtype: torch.dtype, device: torch.device) -> bool:
+    """An already standardised tensor in the compute dtype on the device needs no copy."""
+    return (not standardize and isinstance(X, torch.Tensor) and X.dtype == dtype and X.device == device
+            and X.is_contiguous())
 
 
 def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, standardize, group, sample_weight,
@@ -120,9 +150,11 @@ def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, st
     max_iter = V.check_positive_int("max_iter", max_iter)
     solver = V.check_choice("solver", solver, SOLVERS)
     cdtype = V.check_dtype(dtype)
-    for name, val in (("standardize", standardize), ("group", group), ("verbose", verbose)):
+    for name, val in (("standardize", standardize), ("group", group)):
         if not isinstance(val, (bool, np.bool_)):
             raise DebuggableError(f"{name}: expected True or False, got {val!r}.")
+    if not (isinstance(verbose, (bool, np.bool_)) or (isinstance(verbose, int) and verbose in (0, 1, 2))):
+        raise DebuggableError(f"verbose: expected True, False, 0, 1 or 2, got {verbose!r}.")
     if block_rows is not None:
         block_rows = V.check_positive_int("block_rows", block_rows)
 
@@ -149,16 +181,18 @@ def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, st
         yv_val = V.check_labels("y_val", y_val, n_val, family, n_outputs=k if family != "binomial" else None, require_all=False)
     itemsize = 8 if cdtype == torch.float64 else 4
 
+    work_itemsize = 8 if _work_dtype(n, k, dev) == torch.float64 else 4
+    copy_x = not _usable_as_is(X, bool(standardize), cdtype, dev)
     if solver == "auto":
-        fits = V.in_memory_bytes(n, d, k, itemsize) <= V.available_memory(dev)
+        fits = V.in_memory_bytes(n, d, k, itemsize, work_itemsize, copy_x) <= V.available_memory(dev)
         solver_used = "in_memory" if (reader is None or fits) else "streaming"
     else:
         solver_used = solver
     if solver_used == "in_memory":
-        V.check_fits_in_memory(n, d, k, itemsize, dev)
+        V.check_fits_in_memory(n, d, k, itemsize, dev, work_itemsize, copy_x)
 
     # ---- moments, finiteness, constant features ---------------------------------------------
-    brows = block_rows or block_rows_for(d)
+    brows = block_rows or block_rows_for(d, dev)
     if reader is not None:
         mean, std, bad, first = _stream_moments(reader, dev, brows)
     else:
@@ -179,9 +213,12 @@ def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, st
     # ---- design ----------------------------------------------------------------------------
     w_t = None if sw is None else torch.as_tensor(sw, dtype=torch.float64, device=dev)
     if solver_used == "in_memory":
-        Xsrc = _read_all(reader, dev) if reader is not None else X
-        design = InMemoryDesign(standardize_in_memory(Xsrc, mean, std, cdtype, dev), w_t)
-        del Xsrc
+        if reader is None and _usable_as_is(X, bool(standardize), cdtype, dev):
+            design = InMemoryDesign(X, w_t)  # read-only use; never modified
+        else:
+            Xsrc = _read_all(reader, dev) if reader is not None else X
+            design = InMemoryDesign(standardize_in_memory(Xsrc, mean, std, cdtype, dev), w_t)
+            del Xsrc
     else:
         src = reader if reader is not None else ArrayReader(X, brows)
         design = StreamingDesign(src, mean, std, w_t, cdtype, dev, brows)
@@ -251,7 +288,7 @@ def elastic_net_path(
         X_val, y_val: a validation set for per-lambda validation loss and accuracy.
         device: where to compute (default: X's device, else CPU).
         max_time: seconds; the path stops after the lambda during which it runs out.
-        verbose: print one line per lambda.
+        verbose: print one line per lambda (``2``: one per iteration too).
         kkt_tol: a lambda is converged only if, in addition, the largest subgradient
             violation is at most ``kkt_tol * lam * alpha``.
         dtype: ``"float32"`` (default; products in float32, certificates in float64)
@@ -285,7 +322,7 @@ def elastic_net_path(
     L = grid.shape[0]
 
     gram = design.gram()
-    sol = ProxNewtonSolver(design, datafit, penalty, gram, work_dtype=work_dtype, verbose=bool(verbose))
+    sol = ProxNewtonSolver(design, datafit, penalty, gram, work_dtype=work_dtype, verbose=int(verbose))
 
     # ---- the path ---------------------------------------------------------------------------
     out = {key: [] for key in ("coef_std", "b", "objective", "gap", "kkt", "converged", "n_iter", "nnz", "n_features", "time",
@@ -294,6 +331,7 @@ def elastic_net_path(
     lam_prev = max(lam_max, float(grid[0]))
     score_prev = penalty.row_score(G0)
     Zcur = None
+    prev_point = None
     stopped = None
     for i, lam in enumerate(grid):
         lam = float(lam)
@@ -301,9 +339,14 @@ def elastic_net_path(
         strong = torch.nonzero(score_prev >= alpha * (2 * lam - lam_prev)).flatten()
         active = torch.nonzero(W.abs().sum(1) > 0).flatten()
         A = torch.unique(torch.cat([strong, active]))
+        W_prev, b_prev, Z_prev = W.clone(), b.clone(), Zcur
+        if prev_point is not None and Zcur is not None and _EXTRAPOLATE:
+            W, b, Zcur = _extrapolate(datafit, penalty, lam, (W, b, Zcur, lam_prev), prev_point)
         W, b, info = sol.solve(lam, W, b, A, tol=tol, kkt_tol=kkt_tol, max_iter=max_iter, deadline=deadline, Z=Zcur)
         cert = info.cert
         Zcur = cert.Z
+        keep_z = Z_prev is not None and Z_prev.numel() * Z_prev.element_size() <= _EXTRAPOLATE_BYTES
+        prev_point = (W_prev, b_prev, Z_prev, lam_prev) if keep_z else None
         score_prev = penalty.row_score(cert.gradient)
         lam_prev = lam
         el = time.perf_counter() - t0

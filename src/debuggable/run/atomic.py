@@ -40,7 +40,9 @@ def atomic_write_file(path: str | os.PathLike, write: Callable[[Path], None], *,
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Temporaries are named ".<name>.tmp-<random>": readers that scan a directory
+    # (the feature store) recognise and skip them.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))

@@ -45,10 +45,6 @@ from debuggable.glm.datafits import Datafit
 from debuggable.glm.penalties import ElasticNet
 from debuggable.glm.solvers.fista import solve_kron_model
 
-import os as _os
-
-_DEBUG = bool(_os.environ.get("DEBUGGABLE_GLM_DEBUG"))
-
 
 @contextlib.contextmanager
 def _few_threads(G: torch.Tensor):
@@ -106,7 +102,7 @@ class ProxNewtonSolver:
     """Solves the path's lambdas one at a time on a design (in memory or streamed)."""
 
     def __init__(self, design, datafit: Datafit, penalty: ElasticNet, gram: torch.Tensor, *,
-                 work_dtype: torch.dtype = torch.float64, max_inner: int = 50, verbose: bool = False):
+                 work_dtype: torch.dtype = torch.float64, max_inner: int = 50, verbose: int = 0):
         self.design = design
         self.datafit = datafit
         self.penalty = penalty
@@ -114,7 +110,7 @@ class ProxNewtonSolver:
         self.work_dtype = work_dtype
         self.max_inner = max_inner
         self.c = 1.0
-        self.verbose = verbose
+        self.verbose = int(verbose)
         self._gA_key: tuple | None = None
         self._gA: torch.Tensor | None = None
         self._gA_L = 0.0
@@ -195,9 +191,7 @@ class ProxNewtonSolver:
                 inner_tol = 0.1 * k if not force else 0.01 * k
                 with _few_threads(gA):
                     D, it = solve_kron_model(gA, B, c, g_all, WA, lam, penalty, L, inner_tol,
-                                             self.max_inner if not force else 10 * self.max_inner)
-                if _os.environ.get("DEBUGGABLE_GLM_DUMP") and lam < float(_os.environ["DEBUGGABLE_GLM_DUMP"]):
-                    torch.save(dict(gA=gA, B=B, c=c, g=g_all, WA=WA, lam=lam, alpha=penalty.alpha, L=L, tol=inner_tol, it=it, k=k, target=target), f"/tmp/proto/inner_{n_iter}.pt")
+                                             self.max_inner if not (force or datafit.exact_curvature) else 10 * self.max_inner)
                 n_inner += it
                 DW, Db = D[:m], D[m]
                 Zd = design.mv(DW, out_dtype=self.work_dtype)
@@ -220,7 +214,7 @@ class ProxNewtonSolver:
                             break
                         s *= 0.5
                 n_iter += 1
-                if _DEBUG:
+                if self.verbose >= 2:
                     print(f"    it={n_iter} m={m} k/t={k / target:.3g} gap/P={gap / max(abs(obj), 1e-12):.3g} c={c:.3g}->{self.c:.3g} s={s:.3g} inner={it} dec={dec:.3g}")
                 if not accepted:
                     stalled = True

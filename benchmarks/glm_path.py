@@ -1,0 +1,382 @@
+"""Benchmark: debuggable.glm's elastic-net path against glm-saga and scikit-learn.
+
+Every solver gets the same standardised float32 features (mean 0, unbiased std 1,
+as glm-saga's ``NormalizedRepresentation``) and the same lambda grid (log-spaced from
+the exact ``lambda_max`` down to ``lambda_min_ratio * lambda_max``), in one run, on
+the same device and thread count. Every solution is then scored by one float64
+evaluator that is independent of all three solvers: the objective
+
+    mean_i CE(x_i, y_i; W, b) + lam * alpha * |W|_1 + 0.5 * lam * (1 - alpha) * |W|_F^2
+
+and the KKT residual (largest subgradient violation, coefficients and intercept)
+divided by ``lam * alpha``.
+
+Output: one JSON object per line on stdout (``"kind": "lambda"`` per solver and
+lambda, ``"kind": "solver"`` per solver, ``"kind": "compare"`` per size, and
+``"kind": "projection"`` for the GPU projection); a readable summary on stderr.
+
+Examples::
+
+    python benchmarks/glm_path.py                          # 20k x 512 x 10 and 100k x 2048 x 100
+    python benchmarks/glm_path.py --size 20000x512x10 --n-lambdas 20
+    python benchmarks/glm_path.py --npz feats.npz          # keys features/labels (or X/y)
+    python benchmarks/glm_path.py --size imagenet --device cuda --n-lambdas 100 --solvers debuggable
+
+Reference solvers that exceed ``--ref-budget`` seconds stop after the lambda they
+are in; the comparison then uses the lambdas they finished and says so, and the
+speed-up is also given per finished lambda (``speedup_same_lambdas``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from contextlib import redirect_stdout
+
+import numpy as np
+import torch
+
+SIZES = {"small": (20_000, 512, 10), "medium": (100_000, 2048, 100), "imagenet": (1_281_167, 2048, 1000)}
+
+
+def emit(obj: dict) -> None:
+    print(json.dumps(obj, default=float), flush=True)
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------
+def synthetic_relu_features(n: int, d: int, k: int, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features shaped like a network's penultimate ReLU layer.
+
+    Class-dependent low-rank latent signal (rank ``min(d // 4, 4 k)``), a random
+    linear map, a bias, per-unit noise and a ReLU: non-negative, sparse-ish (about
+    40% zeros), strongly correlated across units, with 10% label noise, so that the
+    problem is neither separable nor trivial. Generated in row blocks on ``device``.
+    """
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    r = max(16, min(d // 4, 4 * k))
+    mu = torch.randn(k, r, generator=g) * 1.0
+    M = torch.randn(r, d, generator=g) / math.sqrt(r)
+    c = torch.randn(d, generator=g) * 0.5 - 0.3
+    y = torch.randint(0, k, (n,), generator=g)
+    y[:k] = torch.arange(k)
+    X = torch.empty(n, d, dtype=torch.float32, device=device)
+    mu, M, c = mu.to(device), M.to(device), c.to(device)
+    step = 65536
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        z = mu[y[s:e].to(device)] + 1.5 * torch.randn(e - s, r, generator=g).to(device)
+        X[s:e] = torch.relu(z @ M + c + 0.5 * torch.randn(e - s, d, generator=g).to(device))
+    flip = torch.rand(n, generator=g) < 0.1
+    y[flip] = torch.randint(0, k, (int(flip.sum()),), generator=g)
+    y[:k] = torch.arange(k)
+    return X, y.to(device)
+
+
+def load_npz(path: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    with np.load(path) as f:
+        keys = set(f.files)
+        xk = next((k for k in ("features", "X", "x") if k in keys), None)
+        yk = next((k for k in ("labels", "y", "targets") if k in keys), None)
+        if xk is None or yk is None:
+            raise SystemExit(f"--npz: expected arrays 'features' and 'labels' (or 'X' and 'y') in {path}, found {sorted(keys)}")
+        X = torch.as_tensor(np.asarray(f[xk], dtype=np.float32), device=device)
+        y = np.asarray(f[yk]).astype(np.int64)
+    _, y = np.unique(y, return_inverse=True)
+    return X, torch.as_tensor(y, device=device)
+
+
+def standardise(X: torch.Tensor) -> torch.Tensor:
+    """float64 mean / unbiased std, result in float32; constant columns dropped."""
+    mean = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
+    sq = torch.zeros_like(mean)
+    for s in range(0, X.shape[0], 65536):
+        b = X[s : s + 65536].to(torch.float64)
+        mean += b.sum(0)
+    mean /= X.shape[0]
+    for s in range(0, X.shape[0], 65536):
+        b = X[s : s + 65536].to(torch.float64) - mean
+        sq += (b * b).sum(0)
+    std = (sq / (X.shape[0] - 1)).sqrt()
+    keep = std > 1e-10 * mean.abs().clamp_min(1e-300)
+    if not bool(keep.all()):
+        say(f"dropping {int((~keep).sum())} constant feature(s)")
+        X, mean, std = X[:, keep], mean[keep], std[keep]
+    out = torch.empty(X.shape, dtype=torch.float32, device=X.device)
+    for s in range(0, X.shape[0], 65536):
+        out[s : s + 65536] = ((X[s : s + 65536].to(torch.float64) - mean) / std).to(torch.float32)
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# the common evaluator (float64, independent of every solver)
+# ----------------------------------------------------------------------------------------
+def evaluate(Xs: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, lam: float, alpha: float) -> dict:
+    """Objective and KKT residual of ``(W (D, K), b (K,))`` in float64."""
+    n, d = Xs.shape
+    W = W.to(Xs.device, torch.float64)
+    b = b.to(Xs.device, torch.float64)
+    G = torch.zeros(d, W.shape[1], dtype=torch.float64, device=Xs.device)
+    gb = torch.zeros(W.shape[1], dtype=torch.float64, device=Xs.device)
+    loss = 0.0
+    correct = 0
+    step = max(1024, (1 << 24) // max(d, W.shape[1]))
+    for s in range(0, n, step):
+        xb = Xs[s : s + step].to(torch.float64)
+        yb = y[s : s + step]
+        Z = xb @ W + b
+        lse = torch.logsumexp(Z, 1)
+        loss += float((lse - Z.gather(1, yb[:, None])[:, 0]).sum())
+        correct += int((Z.argmax(1) == yb).sum())
+        R = torch.exp(Z - lse[:, None])
+        R[torch.arange(len(yb), device=R.device), yb] -= 1
+        G += xb.T @ R
+        gb += R.sum(0)
+    loss /= n
+    G /= n
+    gb /= n
+    l1 = float(W.abs().sum())
+    obj = loss + lam * alpha * l1 + 0.5 * lam * (1 - alpha) * float((W * W).sum())
+    viol = torch.where(W != 0, (G + lam * (1 - alpha) * W + lam * alpha * W.sign()).abs(), (G.abs() - lam * alpha).clamp_min(0))
+    kkt = max(float(viol.max()), float(gb.abs().max()))
+    return {"objective": obj, "loss": loss, "kkt_rel": kkt / (lam * alpha), "nnz": int((W != 0).sum()), "accuracy": correct / n}
+
+
+# ----------------------------------------------------------------------------------------
+# solvers
+# ----------------------------------------------------------------------------------------
+def run_debuggable(Xs, y, grid, alpha, device, budget, dtype):
+    from debuggable.glm import elastic_net_path
+
+    t0 = time.perf_counter()
+    path = elastic_net_path(Xs, y.cpu().numpy(), lambdas=grid, alpha=alpha, standardize=False, device=device, dtype=dtype,
+                            max_time=budget)
+    total = time.perf_counter() - t0
+    sols = [(torch.as_tensor(path.coef[i].T), torch.as_tensor(path.intercept[i]), float(path.time[i])) for i in range(len(path))]
+    extra = {"converged": bool(path.converged.all()), "outer_iterations": int(path.n_iter.sum()), "solver_kkt_rel_max": float(path.kkt.max()),
+             "solver_gap_rel_max": float(path.gap.max())}
+    return sols, total, extra
+
+
+def run_glm_saga(Xs, y, grid, alpha, device, budget, lr, batch, epochs, tol):
+    from torch.utils.data import DataLoader
+
+    from glm_saga.elasticnet import IndexedTensorDataset, train_saga
+
+    n, d = Xs.shape
+    k = int(y.max()) + 1
+    loader = DataLoader(IndexedTensorDataset(Xs, y), batch_size=batch, shuffle=True)
+    linear = torch.nn.Linear(d, k).to(device)
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.bias.zero_()
+    state = None
+    sols = []
+    t0 = time.perf_counter()
+    for lam in grid:
+        t1 = time.perf_counter()
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            # glm_saga.glm_saga's loop body, on our grid (its own grid is the same up to
+            # float32 rounding of lambda_max; calling train_saga directly removes even that)
+            state = train_saga(linear, loader, lr, epochs, float(lam), alpha, table_device=device, group=False,
+                               verbose=None, state=state, n_ex=n, n_classes=k, tol=tol, family="multinomial",
+                               logger=lambda *a, **kw: None)
+        sols.append((linear.weight.detach().T.clone().cpu(), linear.bias.detach().clone().cpu(), time.perf_counter() - t1))
+        if budget is not None and time.perf_counter() - t0 > budget:
+            break
+    return sols, time.perf_counter() - t0, {"lr": lr, "batch_size": batch, "max_epochs": epochs, "tol": tol}
+
+
+def run_sklearn(Xs, y, grid, alpha, budget, tol, max_iter):
+    from sklearn.linear_model import LogisticRegression
+
+    X = Xs.cpu().numpy()
+    yy = y.cpu().numpy()
+    n = X.shape[0]
+    clf = LogisticRegression(solver="saga", l1_ratio=alpha, tol=tol, max_iter=max_iter, warm_start=True)
+    if clf.get_params().get("penalty") == "l2":  # scikit-learn < 1.8
+        clf.set_params(penalty="elasticnet")
+    sols = []
+    t0 = time.perf_counter()
+    for lam in grid:
+        t1 = time.perf_counter()
+        clf.set_params(C=1.0 / (n * float(lam)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(X, yy)
+        sols.append((torch.as_tensor(clf.coef_.T.copy()), torch.as_tensor(clf.intercept_.copy()), time.perf_counter() - t1))
+        if budget is not None and time.perf_counter() - t0 > budget:
+            break
+    return sols, time.perf_counter() - t0, {"tol": tol, "max_iter": max_iter}
+
+
+# ----------------------------------------------------------------------------------------
+def bench_one(label: str, X: torch.Tensor, y: torch.Tensor, args, device: torch.device) -> dict:
+    from debuggable.glm import lambda_max
+
+    t = time.perf_counter()
+    Xs = standardise(X)
+    del X
+    n, d = Xs.shape
+    k = int(y.max()) + 1
+    lam_max = lambda_max(Xs, y.cpu().numpy(), alpha=args.alpha, standardize=False, device=device)
+    grid = lam_max * np.logspace(0, math.log10(args.lambda_min_ratio), args.n_lambdas)
+    say(f"\n== {label}: n={n} d={d} k={k}, {args.n_lambdas} lambdas from {lam_max:.4g} to {grid[-1]:.4g}, alpha={args.alpha}, "
+        f"device={device}, threads={torch.get_num_threads()} (setup {time.perf_counter() - t:.1f}s)")
+    try:
+        from glm_saga.elasticnet import maximum_reg
+
+        gs_lmax = maximum_reg(Xs, y, group=False) / max(0.001, args.alpha)
+        say(f"   glm-saga's own lambda_max: {gs_lmax:.6g} (ours {lam_max:.6g}, rel diff {abs(gs_lmax - lam_max) / lam_max:.1e})")
+    except Exception:  # noqa: BLE001 - glm-saga is optional here
+        pass
+    results: dict[str, dict] = {}
+    for name in args.solvers:
+        say(f"   running {name} ...")
+        if name == "debuggable":
+            sols, total, extra = run_debuggable(Xs, y, grid, args.alpha, device, None, args.dtype)
+        elif name == "glm_saga":
+            sols, total, extra = run_glm_saga(Xs, y, grid, args.alpha, device, args.ref_budget, args.saga_lr,
+                                              args.saga_batch, args.saga_epochs, args.saga_tol)
+        elif name == "sklearn":
+            if k < 3:
+                say("   sklearn: skipped (binary problems use a different objective there)")
+                continue
+            sols, total, extra = run_sklearn(Xs, y, grid, args.alpha, args.ref_budget, args.sklearn_tol, args.sklearn_max_iter)
+        else:
+            raise SystemExit(f"--solvers: unknown solver {name!r}")
+        rows = []
+        for i, (W, b, tl) in enumerate(sols):
+            ev = evaluate(Xs, y, W, b, float(grid[i]), args.alpha)
+            row = {"kind": "lambda", "size": label, "solver": name, "index": i, "lambda": float(grid[i]), "time": tl, **ev}
+            emit(row)
+            rows.append(row)
+        summ = {"kind": "solver", "size": label, "solver": name, "total_time": total, "n_lambdas_done": len(rows),
+                "n_lambdas": args.n_lambdas, "max_kkt_rel": max(r["kkt_rel"] for r in rows), "threads": torch.get_num_threads(),
+                "device": str(device), **extra}
+        emit(summ)
+        results[name] = {"rows": rows, "summary": summ}
+        say(f"   {name}: {total:.2f}s for {len(rows)}/{args.n_lambdas} lambdas, max KKT/(lam*alpha) {summ['max_kkt_rel']:.2e}")
+
+    if "debuggable" in results:
+        ours = results["debuggable"]
+        for ref in ("glm_saga", "sklearn"):
+            if ref not in results:
+                continue
+            rr = results[ref]["rows"]
+            m = len(rr)
+            t_ours_m = sum(r["time"] for r in ours["rows"][:m])
+            t_ref_m = sum(r["time"] for r in rr)
+            d_obj = [ours["rows"][i]["objective"] - rr[i]["objective"] for i in range(m)]
+            rel = [d_obj[i] / abs(rr[i]["objective"]) for i in range(m)]
+            cmp = {
+                "kind": "compare", "size": label, "reference": ref, "lambdas_compared": m, "n_lambdas": args.n_lambdas,
+                "speedup_total": results[ref]["summary"]["total_time"] / ours["summary"]["total_time"] if m == args.n_lambdas else None,
+                "speedup_same_lambdas": t_ref_m / max(t_ours_m, 1e-12),
+                "objective_le_reference_all": all(x <= 1e-9 * abs(rr[i]["objective"]) for i, x in enumerate(d_obj)),
+                "max_rel_objective_excess": max(rel),
+                "min_rel_objective_excess": min(rel),
+                "max_kkt_rel_ours": max(r["kkt_rel"] for r in ours["rows"][:m]),
+                "max_kkt_rel_reference": max(r["kkt_rel"] for r in rr),
+                "kkt_rel_reference_last": rr[-1]["kkt_rel"],
+            }
+            emit(cmp)
+            sp = cmp["speedup_total"] if cmp["speedup_total"] is not None else cmp["speedup_same_lambdas"]
+            say(f"   vs {ref}: {sp:.1f}x faster ({'whole path' if cmp['speedup_total'] else f'first {m} lambdas'}), "
+                f"our objective <= theirs at every lambda: {cmp['objective_le_reference_all']} "
+                f"(largest relative excess {cmp['max_rel_objective_excess']:.1e}), "
+                f"max KKT/(lam*alpha) ours {cmp['max_kkt_rel_ours']:.1e} vs theirs {cmp['max_kkt_rel_reference']:.1e}")
+    return results
+
+
+def projection(args, device):
+    """Time the ImageNet-shaped path on row subsets and extrapolate linearly in n."""
+    n, d, k = SIZES["imagenet"]
+    pts = []
+    for frac in args.project_fractions:
+        m = int(n * frac)
+        X, y = synthetic_relu_features(m, d, k, args.seed, device)
+        Xs = standardise(X)
+        del X
+        from debuggable.glm import elastic_net_path
+
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        path = elastic_net_path(Xs, y.cpu().numpy(), alpha=args.alpha, n_lambdas=args.n_lambdas, lambda_min_ratio=args.lambda_min_ratio,
+                                standardize=False, device=device, dtype=args.dtype)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        el = time.perf_counter() - t0
+        pts.append((m, el))
+        emit({"kind": "projection_point", "rows": m, "d": d, "k": k, "n_lambdas": args.n_lambdas, "time": el,
+              "max_kkt_rel": float(path.kkt.max()), "converged": bool(path.converged.all()), "device": str(device)})
+        say(f"   {m} x {d} x {k}: {el:.1f}s for {args.n_lambdas} lambdas (max KKT/(lam*alpha) {path.kkt.max():.1e})")
+        del Xs, path
+    if len(pts) >= 2:
+        (m1, t1), (m2, t2) = pts[-2], pts[-1]
+        slope = (t2 - t1) / (m2 - m1)
+        proj = t2 + slope * (n - m2)
+    else:
+        proj = pts[-1][1] * n / pts[-1][0]
+    emit({"kind": "projection", "rows": n, "d": d, "k": k, "n_lambdas": args.n_lambdas, "projected_time": proj,
+          "target_time": 600.0, "from": [list(p) for p in pts], "device": str(device)})
+    say(f"   projected {n} x {d} x {k}, {args.n_lambdas} lambdas: {proj / 60:.1f} min (target < 10 min)")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", action="append", help="small, medium, imagenet or NxDxK (repeatable; default small and medium)")
+    ap.add_argument("--npz", action="append", default=[], help="an .npz with features/labels (or X/y) to benchmark")
+    ap.add_argument("--n-lambdas", type=int, default=20)
+    ap.add_argument("--lambda-min-ratio", type=float, default=1e-3)
+    ap.add_argument("--alpha", type=float, default=0.99)
+    ap.add_argument("--solvers", default="debuggable,glm_saga,sklearn")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for every solver (default: torch's)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--ref-budget", type=float, default=1800.0, help="seconds per reference path before it stops")
+    ap.add_argument("--saga-lr", type=float, default=0.1)
+    ap.add_argument("--saga-batch", type=int, default=256)
+    ap.add_argument("--saga-epochs", type=int, default=2000)
+    ap.add_argument("--saga-tol", type=float, default=1e-4)
+    ap.add_argument("--sklearn-tol", type=float, default=1e-4)
+    ap.add_argument("--sklearn-max-iter", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--project", action="store_true", help="project the ImageNet-shaped case from row subsets")
+    ap.add_argument("--project-fractions", type=float, nargs="+", default=[1 / 16, 1 / 8])
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
+    device = torch.device(args.device)
+    sizes = args.size if args.size else ([] if args.npz else ["small", "medium"])
+    for spec in sizes:
+        if spec in SIZES:
+            n, d, k = SIZES[spec]
+        else:
+            n, d, k = (int(v) for v in spec.lower().split("x"))
+        if spec == "imagenet" and (args.project or device.type == "cuda"):
+            say("\n== projection of the ImageNet-shaped case from row subsets")
+            projection(args, device)
+        X, y = synthetic_relu_features(n, d, k, args.seed, device)
+        bench_one(f"{n}x{d}x{k}", X, y, args, device)
+    for path in args.npz:
+        X, y = load_npz(path, device)
+        bench_one(os.path.basename(path), X, y, args, device)
+
+
+if __name__ == "__main__":
+    main()
