@@ -29,7 +29,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
+	$(PIP) install $(FIND_LINKS) -e ".[dev,text,bench]"
 	$(BIN)/python benchmarks/extract.py
+	$(BIN)/python benchmarks/glm_path.py
 
 clean:
 	rm -rf $(VENV) debuggable-demo .pytest_cache
