@@ -15,8 +15,9 @@ in ``glm-saga``; they are *not* renormalised to sum to ``n``). The datafits:
   by K as well, see ``docs/glm.md``).
 
 Each datafit works on the ``(n, K)`` matrix ``Z`` of linear predictors and exposes:
-the loss, the residual ``R = dF/dZ`` (so the gradient is ``X^T R`` for ``W`` and
-``1^T R`` for ``b``), a ``K x K`` curvature summary ``B`` (the weighted mean of the
+the loss, the mean ``M`` with ``dF/dZ = (M - T) * w / n`` for the constant target
+matrix ``T`` (so the gradient is ``X^T (M w) / n - X^T (T w) / n``, and the second
+term is computed once per path), a ``K x K`` curvature summary ``B`` (the weighted mean of the
 per-sample Hessians; the solvers model the Hessian by ``Gram (x) B``), the exact
 curvature along a direction, the Fenchel conjugate used by the duality gap and the
 intercept of the all-zero model (used for ``lambda_max``).
@@ -59,11 +60,6 @@ class Datafit:
             return (v * self.w).sum() / self.n
         return v.sum() / self.n
 
-    def _scale_rows(self, R: torch.Tensor) -> torch.Tensor:
-        if self.w is not None:
-            R = R * self.w.to(R.dtype).unsqueeze(1)
-        return R.div_(self.n)
-
     # -- contract --------------------------------------------------------------------
     def null_intercept(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -71,8 +67,26 @@ class Datafit:
     def loss(self, Z: torch.Tensor) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def loss_and_residual(self, Z: torch.Tensor) -> tuple[float, torch.Tensor]:  # pragma: no cover
+    def loss_and_mean(self, Z: torch.Tensor) -> tuple[float, torch.Tensor]:  # pragma: no cover
+        """``(loss, M)``: ``M`` must not be modified by the caller."""
         raise NotImplementedError
+
+    def target_rows(self, s: int, e: int) -> torch.Tensor:  # pragma: no cover
+        """Rows ``s:e`` of ``T * w`` (float64)."""
+        raise NotImplementedError
+
+    def weighted(self, M: torch.Tensor) -> torch.Tensor:
+        """``M * w`` (``M`` itself without sample weights)."""
+        return M if self.w is None else M * self.w.to(M.dtype).unsqueeze(1)
+
+    def target_sum(self) -> torch.Tensor:
+        """``sum_i w_i T_i / n`` (K,), the constant part of the intercept gradient."""
+        return self.target_rows(0, self.n).sum(0) / self.n
+
+    def loss_and_residual(self, Z: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """``(loss, R)`` with the residual ``R = dF/dZ`` materialised (tests, small problems)."""
+        loss, M = self.loss_and_mean(Z)
+        return loss, (self.weighted(M).to(torch.float64) - self.target_rows(0, self.n)) / self.n
 
     def curvature(self, Z: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -114,23 +128,35 @@ class Multinomial(Datafit):
     def _nll(self, Z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(Z, dim=1) - Z.gather(1, t.unsqueeze(1)).squeeze(1)
 
-    def loss(self, Z: torch.Tensor) -> float:
-        return float(self._wmean(self._nll(Z, self.t)))
-
-    def loss_and_residual(self, Z: torch.Tensor) -> tuple[float, torch.Tensor]:
-        lse = torch.logsumexp(Z, dim=1, keepdim=True)
-        loss = float(self._wmean(lse.squeeze(1) - Z.gather(1, self.t.unsqueeze(1)).squeeze(1)))
-        P = torch.exp(Z - lse)
-        self._cache = (Z, Z._version, P)
-        R = P.clone()
-        R.scatter_add_(1, self.t.unsqueeze(1), torch.full((self.n, 1), -1.0, dtype=R.dtype, device=R.device))
-        return loss, self._scale_rows(R)
-
-    def _probs(self, Z: torch.Tensor) -> torch.Tensor:
+    def _cached(self, Z: torch.Tensor, slot: int):
         cache = getattr(self, "_cache", None)
         if cache is not None and cache[0] is Z and cache[1] == Z._version:
-            return cache[2]
-        return torch.softmax(Z, dim=1)
+            return cache[2 + slot]
+        return None
+
+    def loss(self, Z: torch.Tensor) -> float:
+        lse = self._cached(Z, 0)
+        if lse is None:
+            lse = torch.logsumexp(Z, dim=1, keepdim=True)
+            self._cache = (Z, Z._version, lse, None)
+        return float(self._wmean(lse.squeeze(1) - Z.gather(1, self.t.unsqueeze(1)).squeeze(1)))
+
+    def loss_and_mean(self, Z: torch.Tensor) -> tuple[float, torch.Tensor]:
+        loss = self.loss(Z)  # computes or reuses logsumexp (e.g. from the accepted line-search trial)
+        lse = self._cached(Z, 0)
+        P = torch.exp(Z - lse)
+        self._cache = (Z, Z._version, lse, P)
+        return loss, P
+
+    def target_rows(self, s: int, e: int) -> torch.Tensor:
+        T = torch.zeros(e - s, self.K, dtype=torch.float64, device=self.t.device)
+        w = torch.ones(e - s, 1, dtype=torch.float64, device=self.t.device) if self.w is None else self.w[s:e].unsqueeze(1)
+        T.scatter_(1, self.t[s:e].unsqueeze(1), w)
+        return T
+
+    def _probs(self, Z: torch.Tensor) -> torch.Tensor:
+        P = self._cached(Z, 1)
+        return torch.softmax(Z, dim=1) if P is None else P
 
     def curvature(self, Z: torch.Tensor) -> torch.Tensor:
         idx = _subsample(self.n, Z.device)
@@ -147,9 +173,9 @@ class Multinomial(Datafit):
         return B / max(tot, 1e-300)
 
     def dir_curvature(self, Z: torch.Tensor, Zd: torch.Tensor) -> float:
-        P = self._probs(Z)
-        pz = (P * Zd).sum(1)
-        v = (P * Zd * Zd).sum(1) - pz * pz
+        PZ = self._probs(Z) * Zd
+        pz = PZ.sum(1)
+        v = (PZ * Zd).sum(1) - pz * pz
         return float(self._wmean(v))
 
     def conjugate(self, Z: torch.Tensor, s: float) -> float:
@@ -187,10 +213,12 @@ class Binomial(Datafit):
     def loss(self, Z: torch.Tensor) -> float:
         return float(self._wmean(self._nll(Z, self.t)))
 
-    def loss_and_residual(self, Z: torch.Tensor) -> tuple[float, torch.Tensor]:
-        loss = self.loss(Z)
-        R = torch.sigmoid(Z) - self.t.to(Z.dtype).unsqueeze(1)
-        return loss, self._scale_rows(R)
+    def loss_and_mean(self, Z: torch.Tensor) -> tuple[float, torch.Tensor]:
+        return self.loss(Z), torch.sigmoid(Z)
+
+    def target_rows(self, s: int, e: int) -> torch.Tensor:
+        t = self.t[s:e].unsqueeze(1)
+        return t if self.w is None else t * self.w[s:e].unsqueeze(1)
 
     def curvature(self, Z: torch.Tensor) -> torch.Tensor:
         p = torch.sigmoid(Z[:, 0].to(torch.float64))
@@ -233,10 +261,12 @@ class Gaussian(Datafit):
     def loss(self, Z: torch.Tensor) -> float:
         return float(self._wmean(0.5 * ((Z - self.t.to(Z.dtype)) ** 2).sum(1)))
 
-    def loss_and_residual(self, Z: torch.Tensor) -> tuple[float, torch.Tensor]:
-        R = Z - self.t.to(Z.dtype)
-        loss = float(self._wmean(0.5 * (R * R).sum(1)))
-        return loss, self._scale_rows(R)
+    def loss_and_mean(self, Z: torch.Tensor) -> tuple[float, torch.Tensor]:
+        return self.loss(Z), Z
+
+    def target_rows(self, s: int, e: int) -> torch.Tensor:
+        T = self.t[s:e]
+        return T if self.w is None else T * self.w[s:e].unsqueeze(1)
 
     def curvature(self, Z: torch.Tensor) -> torch.Tensor:
         return torch.eye(self.K, dtype=torch.float64, device=Z.device)
