@@ -127,6 +127,15 @@ class InMemoryDesign:
             G = G[self._cols]
         return G
 
+    def rmv_rows(self, rows) -> torch.Tensor:
+        """``X^T T`` in float64 over all features, where ``rows(s, e)`` gives rows ``s:e`` of ``T``."""
+        acc = None
+        for s in range(0, self.n, self.block):
+            T = rows(s, min(self.n, s + self.block)).to(torch.float64)
+            part = T.T @ self.X[s : s + self.block].to(torch.float64)
+            acc = part if acc is None else acc + part
+        return acc.T
+
     def gram(self) -> torch.Tensor:
         d = self.d
         G = torch.zeros(d + 1, d + 1, dtype=torch.float64, device=self.device)
@@ -209,6 +218,14 @@ class StreamingDesign(InMemoryDesign):
             if cols is not None:
                 Xb = Xb.index_select(1, cols)
             acc += (R[s : s + Xb.shape[0]].to(dt).T @ Xb.to(dt)).to(torch.float64)
+        return acc.T
+
+    def rmv_rows(self, rows) -> torch.Tensor:
+        acc = None
+        for s, Xb in self.blocks():
+            T = rows(s, s + Xb.shape[0]).to(torch.float64)
+            part = T.T @ Xb.to(torch.float64)
+            acc = part if acc is None else acc + part
         return acc.T
 
     def gram(self) -> torch.Tensor:

@@ -26,6 +26,7 @@ intercept of the all-zero model (used for ``lambda_max``).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 
@@ -39,7 +40,7 @@ def _subsample(n: int, device: torch.device) -> torch.Tensor | None:
     return torch.randperm(n, generator=g)[:_B_ROWS].to(device)
 
 
-class Datafit:
+class Datafit(ABC):
     """Base class; see the module docstring for the contract."""
 
     name: str = ""
@@ -61,19 +62,21 @@ class Datafit:
         return v.sum() / self.n
 
     # -- contract --------------------------------------------------------------------
-    def null_intercept(self) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def null_intercept(self) -> torch.Tensor:
+        """Implemented by each datafit."""
 
-    def loss(self, Z: torch.Tensor) -> float:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def loss(self, Z: torch.Tensor) -> float:
+        """Implemented by each datafit."""
 
-    def loss_and_mean(self, Z: torch.Tensor) -> tuple[float, torch.Tensor]:  # pragma: no cover
+    @abstractmethod
+    def loss_and_mean(self, Z: torch.Tensor) -> tuple[float, torch.Tensor]:
         """``(loss, M)``: ``M`` must not be modified by the caller."""
-        raise NotImplementedError
 
-    def target_rows(self, s: int, e: int) -> torch.Tensor:  # pragma: no cover
+    @abstractmethod
+    def target_rows(self, s: int, e: int) -> torch.Tensor:
         """Rows ``s:e`` of ``T * w`` (float64)."""
-        raise NotImplementedError
 
     def weighted(self, M: torch.Tensor) -> torch.Tensor:
         """``M * w`` (``M`` itself without sample weights)."""
@@ -88,29 +91,33 @@ class Datafit:
         loss, M = self.loss_and_mean(Z)
         return loss, (self.weighted(M).to(torch.float64) - self.target_rows(0, self.n)) / self.n
 
-    def curvature(self, Z: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def curvature(self, Z: torch.Tensor) -> torch.Tensor:
+        """Implemented by each datafit."""
 
-    def dir_curvature(self, Z: torch.Tensor, Zd: torch.Tensor) -> float:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def dir_curvature(self, Z: torch.Tensor, Zd: torch.Tensor) -> float:
+        """Implemented by each datafit."""
 
-    def conjugate(self, Z: torch.Tensor, s: float) -> float:  # pragma: no cover
+    @abstractmethod
+    def conjugate(self, Z: torch.Tensor, s: float) -> float:
         """``f*(s R(Z))``: the Fenchel conjugate of the datafit at the scaled residual."""
-        raise NotImplementedError
 
     def curvature_bound(self, B: torch.Tensor) -> float:
         """An upper bound on the largest eigenvalue of ``B`` (Gershgorin)."""
         return float(B.abs().sum(1).max()) if B.numel() > 1 else float(B.abs().max())
 
-    def predict(self, Z: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def predict(self, Z: torch.Tensor) -> torch.Tensor:
+        """Implemented by each datafit."""
 
-    def accuracy(self, Z: torch.Tensor, targets: torch.Tensor) -> float:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def accuracy(self, Z: torch.Tensor, targets: torch.Tensor) -> float:
+        """Implemented by each datafit."""
 
-    def mean_loss(self, Z: torch.Tensor, targets: torch.Tensor) -> float:  # pragma: no cover
+    @abstractmethod
+    def mean_loss(self, Z: torch.Tensor, targets: torch.Tensor) -> float:
         """Unweighted mean loss of predictions ``Z`` against ``targets`` (validation)."""
-        raise NotImplementedError
 
 
 class Multinomial(Datafit):

@@ -39,7 +39,7 @@ from debuggable.glm._design import (
 from debuggable.glm.datafits import Datafit, make_datafit
 from debuggable.glm.penalties import make_penalty
 from debuggable.glm.result import GLMPath
-from debuggable.glm.solvers.prox_newton import ProxNewtonSolver
+from debuggable.glm.solvers.prox_newton import ProxNewtonSolver, gradient, target_gradient
 
 SOLVERS = ("auto", "in_memory", "streaming")
 _EXTRAPOLATE = True
@@ -236,8 +236,8 @@ def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, st
     b = datafit.null_intercept().to(torch.float64)
     W = torch.zeros(d, k, dtype=torch.float64, device=dev)
     Z = b.to(work_dtype).unsqueeze(0).expand(n, k).clone()
-    _, R0 = datafit.loss_and_residual(Z)
-    G0 = design.rmv(R0, exact=True, full=True)
+    target = target_gradient(design, datafit)
+    _, G0, _ = gradient(design, datafit, Z, target[0], target[1], exact=True, full=True)
     lam_max = penalty.lambda_max(G0)
     env = dict(locals())
     return SimpleNamespace(**{name: val for name, val in env.items() if not name.startswith("_")})
@@ -322,7 +322,7 @@ def elastic_net_path(
     L = grid.shape[0]
 
     gram = design.gram()
-    sol = ProxNewtonSolver(design, datafit, penalty, gram, work_dtype=work_dtype, verbose=int(verbose))
+    sol = ProxNewtonSolver(design, datafit, penalty, gram, work_dtype=work_dtype, verbose=int(verbose), target=P.target)
 
     # ---- the path ---------------------------------------------------------------------------
     out = {key: [] for key in ("coef_std", "b", "objective", "gap", "kkt", "converged", "n_iter", "nnz", "n_features", "time",

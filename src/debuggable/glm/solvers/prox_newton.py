@@ -98,11 +98,33 @@ def duality_gap(datafit: Datafit, penalty: ElasticNet, lam: float, W: torch.Tens
     return max(0.0, gap)
 
 
+def target_gradient(design, datafit: Datafit) -> tuple[torch.Tensor, torch.Tensor]:
+    """The constant part of the gradient: ``X^T (T w) / n`` (D, K) and ``sum_i w_i T_i / n`` (K,)."""
+    return design.rmv_rows(datafit.target_rows) / datafit.n, datafit.target_sum()
+
+
+def gradient(design, datafit: Datafit, Z: torch.Tensor, C: torch.Tensor, tsum: torch.Tensor, *, exact: bool,
+             full: bool = False) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """``(loss, G, gb)``: the datafit gradient on the design's working set (or all features).
+
+    ``G = X^T (M w) / n - X^T (T w) / n`` with the second term precomputed (``C``,
+    already restricted to the working set unless ``full``), so the ``(n, K)`` residual
+    is never materialised.
+    """
+    loss, M = datafit.loss_and_mean(Z)
+    Mw = datafit.weighted(M)
+    G = design.rmv(Mw, exact=exact, full=full) / datafit.n - C
+    gb = Mw.sum(0).to(torch.float64) / datafit.n - tsum
+    return loss, G, gb
+
+
 class ProxNewtonSolver:
     """Solves the path's lambdas one at a time on a design (in memory or streamed)."""
 
     def __init__(self, design, datafit: Datafit, penalty: ElasticNet, gram: torch.Tensor, *,
-                 work_dtype: torch.dtype = torch.float64, max_inner: int = 50, verbose: int = 0):
+                 work_dtype: torch.dtype = torch.float64, max_inner: int = 50, verbose: int = 0,
+                 target: tuple[torch.Tensor, torch.Tensor] | None = None):
+        self.C, self.tsum = target if target is not None else target_gradient(design, datafit)
         self.design = design
         self.datafit = datafit
         self.penalty = penalty
@@ -138,9 +160,7 @@ class ProxNewtonSolver:
     def certify(self, lam: float, W: torch.Tensor, b: torch.Tensor) -> Certificate:
         """Float64 certificate: fresh ``Z``, full gradient, KKT residual and duality gap."""
         Z = self.predictions(W, b, exact=True)
-        loss, R = self.datafit.loss_and_residual(Z)
-        G = self.design.rmv(R, exact=True, full=True)
-        gb = R.to(torch.float64).sum(0)
+        loss, G, gb = gradient(self.design, self.datafit, Z, self.C, self.tsum, exact=True, full=True)
         rows = self.penalty.violation(W, G, lam)
         kkt = max(float(rows.max()) if rows.numel() else 0.0, float(gb.abs().max()))
         pen = self.penalty.value(W, lam)
@@ -168,12 +188,11 @@ class ProxNewtonSolver:
             gA, LG = self._gram_A(A)
             m = A.numel()
             WA = W.index_select(0, A)
+            CA = self.C.index_select(0, A)
             stalled = False
             iter_before = n_iter
             while n_iter < max_iter:
-                loss, R = datafit.loss_and_residual(Z)
-                G = design.rmv(R, exact=exact_grad)
-                gb = R.to(torch.float64).sum(0)
+                loss, G, gb = gradient(design, datafit, Z, CA, self.tsum, exact=exact_grad)
                 viol = penalty.violation(WA, G, lam)
                 k = max(float(viol.max()) if m else 0.0, float(gb.abs().max()))
                 pen = penalty.value(WA, lam)
@@ -206,9 +225,11 @@ class ProxNewtonSolver:
                 dec = float((G * DW).sum() + (gb * Db).sum()) + pen_full - pen
                 s = 1.0
                 accepted = False
+                Zs = None
                 if dec < 0:
                     for _ in range(40):
-                        Fs = datafit.loss(Z + s * Zd) + (pen_full if s == 1.0 else penalty.value(WA + s * DW, lam))
+                        Zs = Z + s * Zd
+                        Fs = datafit.loss(Zs) + (pen_full if s == 1.0 else penalty.value(WA + s * DW, lam))
                         if Fs <= obj + 1e-4 * s * dec:
                             accepted = True
                             break
@@ -221,7 +242,8 @@ class ProxNewtonSolver:
                     break
                 WA = WA + s * DW
                 b = b + s * Db
-                Z = Z + s * Zd
+                Z = Zs  # the accepted trial; its log-sum-exp is cached by the datafit
+                del Zd, Zs
             W[A] = WA
             cert = self.certify(lam, W, b)
             n_cert += 1
