@@ -223,10 +223,12 @@ def run_sklearn(Xs, y, grid, alpha, budget, tol, max_iter):
 
 
 # ----------------------------------------------------------------------------------------
-def bench_one(label: str, X: torch.Tensor, y: torch.Tensor, args, device: torch.device) -> dict:
+def bench_one(label: str, make_data, args, device: torch.device) -> dict:
+    """``make_data()`` returns ``(X, y)``; only the standardised copy is kept."""
     from debuggable.glm import lambda_max
 
     t = time.perf_counter()
+    X, y = make_data()
     Xs = standardise(X)
     del X
     n, d = Xs.shape
@@ -285,7 +287,10 @@ def bench_one(label: str, X: torch.Tensor, y: torch.Tensor, args, device: torch.
                 "kind": "compare", "size": label, "reference": ref, "lambdas_compared": m, "n_lambdas": args.n_lambdas,
                 "speedup_total": results[ref]["summary"]["total_time"] / ours["summary"]["total_time"] if m == args.n_lambdas else None,
                 "speedup_same_lambdas": t_ref_m / max(t_ours_m, 1e-12),
-                "objective_le_reference_all": all(x <= 1e-9 * abs(rr[i]["objective"]) for i, x in enumerate(d_obj)),
+                # our duality gap certifies objective <= optimum + tol * objective (tol = 1e-6 by
+                # default), so no solver can be lower by more than that; "strict" is the raw test
+                "objective_le_reference_all": all(x <= 1e-6 * abs(rr[i]["objective"]) for i, x in enumerate(d_obj)),
+                "objective_strictly_le_reference_all": all(x <= 0 for x in d_obj),
                 "max_rel_objective_excess": max(rel),
                 "min_rel_objective_excess": min(rel),
                 "max_kkt_rel_ours": max(r["kkt_rel"] for r in ours["rows"][:m]),
@@ -295,15 +300,16 @@ def bench_one(label: str, X: torch.Tensor, y: torch.Tensor, args, device: torch.
             emit(cmp)
             sp = cmp["speedup_total"] if cmp["speedup_total"] is not None else cmp["speedup_same_lambdas"]
             say(f"   vs {ref}: {sp:.1f}x faster ({'whole path' if cmp['speedup_total'] else f'first {m} lambdas'}), "
-                f"our objective <= theirs at every lambda: {cmp['objective_le_reference_all']} "
+                f"our objective <= theirs at every lambda: {cmp['objective_strictly_le_reference_all']} "
+                f"(within our 1e-6 certified gap: {cmp['objective_le_reference_all']}) "
                 f"(largest relative excess {cmp['max_rel_objective_excess']:.1e}), "
                 f"max KKT/(lam*alpha) ours {cmp['max_kkt_rel_ours']:.1e} vs theirs {cmp['max_kkt_rel_reference']:.1e}")
     return results
 
 
 def projection(args, device):
-    """Time the ImageNet-shaped path on row subsets and extrapolate linearly in n."""
-    n, d, k = SIZES["imagenet"]
+    """Time the ImageNet-shaped path (or ``--project-shape``) on row subsets and extrapolate linearly in n."""
+    n, d, k = parse_size(args.project_shape)
     pts = []
     for frac in args.project_fractions:
         m = int(n * frac)
@@ -325,15 +331,31 @@ def projection(args, device):
               "max_kkt_rel": float(path.kkt.max()), "converged": bool(path.converged.all()), "device": str(device)})
         say(f"   {m} x {d} x {k}: {el:.1f}s for {args.n_lambdas} lambdas (max KKT/(lam*alpha) {path.kkt.max():.1e})")
         del Xs, path
+    # time per outer iteration is linear in n (passes over the data) plus an n-free part
+    # (the parameter-space model solves); scaling the largest subset's time by n / rows is
+    # an upper bound on the first part's growth, so it is the projection we report. A
+    # two-point linear fit is given as well when it is increasing.
+    m_last, t_last = pts[-1]
+    proj = t_last * n / m_last
+    fit = None
     if len(pts) >= 2:
         (m1, t1), (m2, t2) = pts[-2], pts[-1]
         slope = (t2 - t1) / (m2 - m1)
-        proj = t2 + slope * (n - m2)
-    else:
-        proj = pts[-1][1] * n / pts[-1][0]
+        if slope > 0:
+            fit = t2 + slope * (n - m2)
     emit({"kind": "projection", "rows": n, "d": d, "k": k, "n_lambdas": args.n_lambdas, "projected_time": proj,
-          "target_time": 600.0, "from": [list(p) for p in pts], "device": str(device)})
+          "projected_time_linear_fit": fit, "target_time": 600.0, "from": [list(p) for p in pts], "device": str(device)})
     say(f"   projected {n} x {d} x {k}, {args.n_lambdas} lambdas: {proj / 60:.1f} min (target < 10 min)")
+
+
+def parse_size(spec: str) -> tuple[int, int, int]:
+    if spec in SIZES:
+        return SIZES[spec]
+    try:
+        n, d, k = (int(v) for v in spec.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--size: expected small, medium, imagenet or NxDxK, got {spec!r}") from None
+    return n, d, k
 
 
 def main(argv=None):
@@ -357,25 +379,24 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--project", action="store_true", help="project the ImageNet-shaped case from row subsets")
     ap.add_argument("--project-fractions", type=float, nargs="+", default=[1 / 16, 1 / 8])
+    ap.add_argument("--project-shape", default="imagenet", help="the shape to project (default imagenet: 1281167x2048x1000)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
     device = torch.device(args.device)
-    sizes = args.size if args.size else ([] if args.npz else ["small", "medium"])
+    sizes = args.size if args.size else ([] if (args.npz or args.project) else ["small", "medium"])
+    if args.project:
+        say(f"\n== projection of the {args.project_shape} case from row subsets")
+        projection(args, device)
     for spec in sizes:
-        if spec in SIZES:
-            n, d, k = SIZES[spec]
-        else:
-            n, d, k = (int(v) for v in spec.lower().split("x"))
-        if spec == "imagenet" and (args.project or device.type == "cuda"):
+        n, d, k = parse_size(spec)
+        if spec == "imagenet" and device.type == "cuda" and not args.project:
             say("\n== projection of the ImageNet-shaped case from row subsets")
             projection(args, device)
-        X, y = synthetic_relu_features(n, d, k, args.seed, device)
-        bench_one(f"{n}x{d}x{k}", X, y, args, device)
+        bench_one(f"{n}x{d}x{k}", lambda: synthetic_relu_features(n, d, k, args.seed, device), args, device)
     for path in args.npz:
-        X, y = load_npz(path, device)
-        bench_one(os.path.basename(path), X, y, args, device)
+        bench_one(os.path.basename(path), lambda: load_npz(path, device), args, device)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def test_other_arguments(data):
     _err(r"^tol: expected a finite number > 0, got 0\.$", X, y, tol=0)
     _err(r"^sample_weight: expected finite non-negative weights", X, y, sample_weight=-np.ones(len(y)))
     _err(r"^X_val, y_val: expected both or neither, got only X_val\.$", X, y, X_val=X)
-    _err(r"^X_val: expected 6 features like X, got 5\.$", X, y, X_val=X[:, :5], y_val=y)
+    _err(r"^X_val: expected 6 features like X, got shape \(80, 5\)\.$", X, y, X_val=X[:, :5], y_val=y)
     _err(r"^X: expected a 2-D \(samples x features\) array, got shape \(80,\)\.$", X[:, 0], y)
     _err(r"^device: 'cuda' was requested but CUDA is not available", X, y, device="cuda") if not torch.cuda.is_available() else None
     _err(r"^solver: expected one of 'auto', 'in_memory', 'streaming', got 'sgd'\.$", X, y, solver="sgd")

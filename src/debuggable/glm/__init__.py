@@ -14,6 +14,7 @@
 See ``docs/glm.md``.
 """
 
+from debuggable.glm._validation import BlockReader
 from debuggable.glm.estimator import ElasticNetPathClassifier
 from debuggable.glm.path import ArrayReader, elastic_net_path, lambda_max
 from debuggable.glm.result import GLMPath
@@ -21,6 +22,7 @@ from debuggable.glm.select import Selection, select, select_by_accuracy, select_
 
 __all__ = [
     "ArrayReader",
+    "BlockReader",
     "ElasticNetPathClassifier",
     "GLMPath",
     "Selection",

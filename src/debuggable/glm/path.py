@@ -177,7 +177,11 @@ def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, st
     if (X_val is None) != (y_val is None):
         raise DebuggableError("X_val, y_val: expected both or neither, got only " + ("X_val." if y_val is None else "y_val."))
     if X_val is not None:
-        n_val = int(X_val.shape[0]) if hasattr(X_val, "shape") else len(X_val)
+        if not V.is_reader(X_val):
+            X_val = V.as_matrix("X_val", X_val)
+        if len(X_val.shape) != 2 or int(X_val.shape[1]) != d:
+            raise DebuggableError(f"X_val: expected {d} features like X, got shape {tuple(int(v) for v in X_val.shape)}.")
+        n_val = int(X_val.shape[0])
         yv_val = V.check_labels("y_val", y_val, n_val, family, n_outputs=k if family != "binomial" else None, require_all=False)
     itemsize = 8 if cdtype == torch.float64 else 4
 
@@ -228,7 +232,7 @@ def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, st
         tv = torch.as_tensor(yv_val, device=dev)
         if family == "gaussian":
             tv = tv.to(torch.float64)
-    datafit: Datafit = make_datafit(family, yv if family != "gaussian" else yv, sw, dev)
+    datafit: Datafit = make_datafit(family, yv, sw, dev)
     penalty = make_penalty(alpha, bool(group))
     work_dtype = _work_dtype(n, k, dev)
 
@@ -243,6 +247,7 @@ def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, st
     return SimpleNamespace(**{name: val for name, val in env.items() if not name.startswith("_")})
 
 
+@torch.no_grad()
 def elastic_net_path(
     X: Any,
     y: Any,
@@ -423,6 +428,7 @@ def elastic_net_path(
     )
 
 
+@torch.no_grad()
 def lambda_max(X: Any, y: Any, *, family: str = "multinomial", alpha: float = 0.99, group: bool = False,
                standardize: bool = True, sample_weight: Any = None, device: Any = None) -> float:
     """The smallest lambda whose solution is all-zero (for the standardised problem when

@@ -24,6 +24,19 @@ import torch
 from debuggable.glm.penalties import ElasticNet
 
 
+def kron_operator(G: torch.Tensor, B: torch.Tensor, c: float):
+    """``Y^T -> (c G Y B)^T`` in the transposed ``(K, m + 1)`` layout (``G`` symmetric).
+
+    ``(K x m)(m x m)`` products are several times faster than ``(m x m)(m x K)`` ones
+    for small K with MKL/oneDNN, hence the layout.
+    """
+    cdt = G.dtype
+    BcT = (c * B).T.to(cdt).contiguous()
+    if cdt == torch.float64:
+        return lambda YT: (BcT @ YT) @ G
+    return lambda YT: ((BcT @ YT.to(cdt)) @ G).to(torch.float64)
+
+
 def solve_kron_model(
     G: torch.Tensor,
     B: torch.Tensor,
@@ -42,11 +55,25 @@ def solve_kron_model(
     ``G`` may be float32 (products run in its dtype); everything else is float64.
     ``L`` must bound the largest eigenvalue of ``c * G (x) B``.
     """
+    return solve_quadratic_model(kron_operator(G, B, c), g, W0, lam, penalty, L, tol, max_iter, start)
+
+
+def solve_quadratic_model(
+    hess_T,
+    g: torch.Tensor,
+    W0: torch.Tensor,
+    lam: float,
+    penalty: ElasticNet,
+    L: float,
+    tol: float,
+    max_iter: int = 1000,
+    start: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, int]:
+    """FISTA on ``<g, D> + 0.5 <D, H D> + penalty(W0 + D_W)`` for any Hessian operator.
+
+    ``hess_T`` maps ``D^T`` (``(K, m + 1)``, float64) to ``(H D)^T``; ``L`` bounds ``H``.
+    """
     m = W0.shape[0]
-    cdt = G.dtype
-    # Work transposed, (K, m + 1): (K x m)(m x m) products are several times faster
-    # than (m x m)(m x K) ones for small K with MKL/oneDNN.
-    BcT = (c * B).T.to(cdt).contiguous()
     gT = g.T.contiguous()
     W0T = W0.T
     step = 1.0 / L
@@ -54,10 +81,8 @@ def solve_kron_model(
     Y = D.clone()
     t = 1.0
     it = 0
-    fp64 = cdt == torch.float64
     for it in range(1, max_iter + 1):
-        HY = (BcT @ Y) @ G if fp64 else ((BcT @ Y.to(cdt)) @ G).to(torch.float64)
-        V = Y - step * (gT + HY)
+        V = Y - step * (gT + hess_T(Y))
         Dn = torch.empty_like(D)
         Dn[:, :m] = penalty.prox((W0T + V[:, :m]).T, step, lam).T - W0T
         Dn[:, m:] = V[:, m:]
