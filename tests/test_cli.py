@@ -8,9 +8,13 @@ from debuggable.cli import main
 from debuggable.run import (
     BugConfig,
     DataConfig,
+    DebugConfig,
     EvaluateConfig,
+    ExplainTestsConfig,
     ExtractConfig,
+    FailuresConfig,
     GLMConfig,
+    InterpretConfig,
     ModelConfig,
     RunConfig,
     dumps_config,
@@ -36,7 +40,19 @@ def tiny_config() -> RunConfig:
         extract=ExtractConfig(batch_size=128, chunk_rows=256, spatial=True, device="cpu"),
         glm=GLMConfig(n_lambdas=8, lambda_min_ratio=0.02, tol=1e-5),
         evaluate=EvaluateConfig(top_k=[1, 4]),
+        interpret=InterpretConfig(per_class=1, k=3, attack_steps=2, vis_steps=4, lime_samples=20, lime_segments=6,
+                                  compare_images=2),
+        failures=FailuresConfig(depths=[1, 2], k=4, min_failures=3, evidence_modes=1, evidence_k=2, attack_steps=2),
+        debug=DebugConfig(pattern_features=1, pattern_images=40, max_cases=5),
+        explain_tests=ExplainTestsConfig(
+            methods=["saliency", "integrated_gradients", "guided_backprop", "grad_cam"], examples=4,
+            randomization_examples=2, randomization_modes=["cascading"], n_boot=50,
+            method_params={"integrated_gradients": {"n_steps": 4}},
+            train={"epochs": 1, "batch_size": 64, "lr": 5e-3, "optimizer": "adam"}, train_limit_per_class=20),
     )
+
+ALL_STAGES = ("data", "train", "extract", "failures", "fit", "evaluate", "interpret", "debug", "explain_tests", "report")
+STAGE_DIRS = ("data", "models", "features", "failures", "glm", "layer", "evidence", "debug", "explain_tests", "report")
 
 
 @pytest.fixture
@@ -51,9 +67,8 @@ def test_run_all_stages_then_skip_then_partial_redo(run_dir, capsys):
     assert main(["run", str(run_dir), "--no-progress"]) == 0
     out = capsys.readouterr().out
     manifest = read_json(run_dir / "manifest.json")
-    assert {k: v["status"] for k, v in manifest["stages"].items()} == {
-        "data": "done", "train": "done", "extract": "done", "fit": "done", "evaluate": "done", "report": "done"}
-    for stage_dir in ("data", "models", "features", "glm", "layer", "report"):
+    assert {k: v["status"] for k, v in manifest["stages"].items()} == {s: "done" for s in ALL_STAGES}
+    for stage_dir in STAGE_DIRS:
         assert (run_dir / stage_dir / "summary.json").is_file()
     assert (run_dir / "report" / "index.html").is_file()
     assert "report:" in out and "features:" in out
@@ -78,9 +93,21 @@ def test_run_all_stages_then_skip_then_partial_redo(run_dir, capsys):
     page = (run_dir / "report" / "index.html").read_text()
     assert "Sparse decision layer" in page and "Elastic-net regularisation path" in page
 
+    # the later stages' summaries hold the keys their issues promise
+    debug = read_json(run_dir / "debug" / "summary.json")
+    assert {"errors", "explained_by_one_feature", "pattern_insertion_flip_rate"} <= set(debug)
+    assert 0.0 <= debug["explained_by_one_feature"] <= 1.0
+    failures = read_json(run_dir / "failures" / "summary.json")
+    assert {"failure_modes", "valid_leaf_fraction"} <= set(failures)
+    for mode in failures["failure_modes"]:
+        assert {"class", "grouping", "depth", "features", "rule", "ber", "er", "ec", "iv", "aler", "n", "failures"} <= set(mode)
+    table = read_json(run_dir / "explain_tests" / "summary.json")["table"]
+    assert {r["method"] for r in table} >= {"saliency", "integrated_gradients", "guided_backprop", "grad_cam"}
+    assert all({"bug", "metric", "value", "ci_low", "ci_high", "detected"} <= set(r) for r in table)
+
     # Everything is up to date: a rerun does nothing but say so.
     assert main(["run", str(run_dir), "--no-progress"]) == 0
-    assert capsys.readouterr().out.count("up to date") == 6
+    assert capsys.readouterr().out.count("up to date") == len(ALL_STAGES)
 
     # Changing only the report title makes only the report stale.
     cfg = tiny_config()
@@ -88,8 +115,7 @@ def test_run_all_stages_then_skip_then_partial_redo(run_dir, capsys):
     (run_dir / "run.toml").write_text(dumps_config(cfg))
     assert main(["status", str(run_dir)]) == 0
     status = dict(line.split(None, 1) for line in capsys.readouterr().out.strip().splitlines())
-    assert status == {"data": "done", "train": "done", "extract": "done", "fit": "done", "evaluate": "done",
-                      "report": "stale"}
+    assert status == {s: "done" for s in ALL_STAGES} | {"report": "stale"}
 
     # Changing only the selection rule redoes the choice of layer, not the path.
     cfg.evaluate.margin = 0.2
@@ -97,6 +123,7 @@ def test_run_all_stages_then_skip_then_partial_redo(run_dir, capsys):
     assert main(["status", str(run_dir)]) == 0
     status = dict(line.split(None, 1) for line in capsys.readouterr().out.strip().splitlines())
     assert status["fit"] == "done" and status["evaluate"] == "stale"
+    assert status["failures"] == "done" and status["interpret"] == "stale" and status["debug"] == "stale"
 
 
 def test_stage_command_runs_its_dependencies_only(run_dir):

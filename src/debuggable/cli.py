@@ -31,9 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run every stage on the built-in Animal-MNIST data with a planted spurious patch")
     demo.add_argument("--out", default=None,
-                      help="run directory (default: ./debuggable-demo, or ./debuggable-demo-pretrained)")
+                      help="run directory (default: ./debuggable-demo, ./debuggable-demo-pretrained or ./debuggable-demo-text)")
     demo.add_argument("--pretrained", action="store_true",
                       help="use EfficientNet-Lite0's ImageNet features instead of training a small CNN")
+    demo.add_argument("--text", action="store_true",
+                      help="the text pipeline instead: frozen MiniLM features of the VADER movie snippets with a "
+                           "planted trigger token, word clouds, counterfactuals and bias probes")
     _add_common(demo)
 
     init = sub.add_parser("init", help="write a run.toml with every setting at its default")
@@ -46,10 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="run.toml, or a run directory holding one")
     _add_common(run)
 
+    from debuggable.pipeline.explain_tests_stage import STAGE_ALIASES, add_explain_tests_options
+
     for stage in STAGES:
-        p = sub.add_parser(stage.name, help=stage.help)
+        aliases = [a for a, name in STAGE_ALIASES.items() if name == stage.name]
+        p = sub.add_parser(stage.name, help=stage.help, aliases=aliases)
         p.add_argument("config", help="run.toml, or a run directory holding one")
         _add_common(p)
+        if stage.name == "explain_tests":
+            add_explain_tests_options(p)
 
     status = sub.add_parser("status", help="show which stages of a run are done, partial or stale")
     status.add_argument("config", help="run.toml, or a run directory holding one")
@@ -90,8 +98,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress
     if args.command == "demo":
-        config = pipeline.pretrained_demo_config() if args.pretrained else pipeline.demo_config()
-        out = args.out or ("debuggable-demo-pretrained" if args.pretrained else "debuggable-demo")
+        if getattr(args, "text", False) and args.pretrained:
+            raise DebuggableError("demo: --text and --pretrained are different demos; expected at most one of them.")
+        if getattr(args, "text", False):
+            config = pipeline.text_demo_config()
+            out = args.out or "debuggable-demo-text"
+        else:
+            config = pipeline.pretrained_demo_config() if args.pretrained else pipeline.demo_config()
+            out = args.out or ("debuggable-demo-pretrained" if args.pretrained else "debuggable-demo")
         if args.device:
             config.extract.device = args.device
         pipeline.validate(config)
@@ -100,14 +114,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(pipeline.describe_results(run, summaries))
         return 0
 
+    from debuggable.pipeline.explain_tests_stage import STAGE_ALIASES, apply_explain_tests_options
+
     run = RunDirectory.open(args.config)
     if args.device:
         run.config.extract.device = args.device
+    command = STAGE_ALIASES.get(args.command, args.command)
+    changed = command == "explain_tests" and apply_explain_tests_options(run.config, args)
     pipeline.validate(run.config)
+    if changed:  # run.toml stays the config that made the run
+        from debuggable.run import atomic_write_text
+
+        atomic_write_text(run.path / "run.toml", dumps_config(run.config))
     if args.command == "run":
         summaries = pipeline.run_all(run, force=args.force, progress=progress)
     else:
-        summaries = pipeline.run_until(run, args.command, force=args.force, progress=progress)
+        summaries = pipeline.run_until(run, command, force=args.force, progress=progress)
     print(pipeline.describe_results(run, summaries))
     return 0
 

@@ -222,3 +222,22 @@ def test_bad_fractions_fail_before_any_download(tmp_path, monkeypatch):
     with pytest.raises(DebuggableError, match="val_fraction"):
         load_vader_movies(val_fraction=0.6, test_fraction=0.5)
     assert not (tmp_path / "cache").exists()
+
+
+def test_limit_per_class_keeps_a_seeded_subset_of_the_movie_snippets():
+    try:
+        full = load_vader_movies(seed=0)
+    except DebuggableError as exc:
+        if str(exc).startswith("Downloading"):
+            pytest.skip(f"the VADER source archive could not be downloaded here: {exc}")
+        raise
+    small = load_vader_movies(seed=0, limit_per_class=500)
+    for name in ("train", "val", "test"):
+        assert set(small[name].texts) <= {t for sp in ("train", "val", "test") for t in full[sp].texts}
+    counts = sum(small[sp].class_counts() for sp in ("train", "val", "test"))
+    assert counts.tolist() == [500, 500]
+    assert small["test_tweets"].texts == full["test_tweets"].texts  # shifted domains untouched
+    assert small.train.source["limit_per_class"] == 500
+    assert load_vader_movies(seed=0, limit_per_class=500)["test"].texts == small["test"].texts
+    with pytest.raises(DebuggableError, match="limit_per_class"):
+        load_vader_movies(seed=0, limit_per_class=0)

@@ -66,3 +66,13 @@ def test_unwritable_directory_even_as_root(tmp_path):
 def test_open_something_that_is_not_a_run(tmp_path):
     with pytest.raises(DebuggableError, match="not a run directory"):
         RunDirectory.open(tmp_path)
+
+
+def test_a_dependency_that_never_ran_does_not_make_a_stage_stale(tmp_path):
+    # e.g. ``train`` never runs for a pretrained backbone: the report must not redo forever
+    run = RunDirectory.create(tmp_path, RunConfig())
+    run.begin("b", "b", "h")
+    run.finish("b", {}, [])
+    assert run.status("b", "h", depends_on=("never_ran",)) == "done"
+    run.begin("a", "a", "h")  # a dependency that started after b and did not finish
+    assert run.status("b", "h", depends_on=("a",)) == "stale"

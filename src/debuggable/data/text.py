@@ -36,7 +36,14 @@ from typing import Mapping
 
 import numpy as np
 
-from debuggable.data._common import cache_root, check_seed, check_split_fractions, split_dataset
+from debuggable.data._common import (
+    cache_root,
+    check_positive_int,
+    check_seed,
+    check_split_fractions,
+    limit_per_class_indices,
+    split_dataset,
+)
 from debuggable.data.base import DatasetSplits, TextDataset
 from debuggable.errors import DebuggableError
 
@@ -319,6 +326,7 @@ def load_vader_movies(
     test_fraction: float = 0.2,
     seed: int = 0,
     archive: str | os.PathLike | None = None,
+    limit_per_class: int | None = None,
 ) -> DatasetSplits:
     """VADER's movie-review snippets as binary sentiment, plus three shifted test domains.
 
@@ -338,6 +346,9 @@ def load_vader_movies(
             ``hutto_ICWSM_2014.tar.gz`` or their extracted folder; None uses the cache
             and downloads the source archive on first use (see
             :func:`vader_ground_truth_files`).
+        limit_per_class: keep at most this many movie snippets of each class (a
+            seeded choice, before splitting) to make runs faster; None keeps all. The
+            shifted test domains are not limited.
 
     Returns:
         :class:`DatasetSplits` named ``"vader_movies"`` of :class:`TextDataset` splits
@@ -375,6 +386,12 @@ def load_vader_movies(
         return TextDataset(texts, labels, VADER_CLASSES, name=name, source=source), source
 
     movies, movie_source = domain_dataset("movies", "vader_movies")
+    limit = check_positive_int("limit_per_class", limit_per_class, allow_none=True)
+    if limit is not None:
+        rows = limit_per_class_indices(movies.labels, limit, seed)
+        movie_source = {**movie_source, "limit_per_class": limit, "n_limited": int(rows.size)}
+        movies = TextDataset([movies.texts[i] for i in rows], movies.labels[rows], VADER_CLASSES, name="vader_movies",
+                             source=movie_source)
     out = split_dataset(
         movies, name="vader_movies", val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
         source=movie_source,

@@ -12,18 +12,31 @@ import torch
 
 from debuggable.errors import DebuggableError
 from debuggable.pipeline.data_stage import build_data, run_data_stage
+from debuggable.pipeline.debug_stage import check_debug_config, debug_applies, run_debug_stage
 from debuggable.pipeline.evaluate_stage import run_evaluate_stage
+from debuggable.pipeline.explain_tests_stage import (
+    check_explain_tests_config,
+    describe_compact,
+    explain_tests_applies,
+    run_explain_tests_stage,
+)
 from debuggable.pipeline.extract_stage import run_extract_stage
+from debuggable.pipeline.failures_stage import check_failures_config, failures_applies, run_failures_stage
 from debuggable.pipeline.fit_stage import run_fit_stage
+from debuggable.pipeline.interpret_stage import check_interpret_config, interpret_applies, run_interpret_stage
 from debuggable.pipeline.report_stage import run_report_stage
 from debuggable.pipeline.stage import Stage, StageContext, run_stage
 from debuggable.pipeline.train_stage import model_roles, needs_training, run_train_stage, train_config
 from debuggable.run import (
     BugConfig,
     DataConfig,
+    DebugConfig,
     EvaluateConfig,
+    ExplainTestsConfig,
     ExtractConfig,
+    FailuresConfig,
     GLMConfig,
+    InterpretConfig,
     ModelConfig,
     ReportConfig,
     RunConfig,
@@ -38,12 +51,26 @@ STAGES: list[Stage] = [
           help="train the built-in models (standard and PGD-robust) the config asks for"),
     Stage("extract", "features", ("data", "model", "robust_model", "extract"), ("data", "train"), run_extract_stage,
           help="write each model's features, logits and predictions to resumable feature stores"),
+    # Needs only the feature stores, so `debuggable failures` runs nothing else first.
+    Stage("failures", "failures", ("data", "model", "robust_model", "extract", "failures"), ("extract",),
+          run_failures_stage, applies=failures_applies,
+          help="Barlow failure analysis: trees on robust features, failure modes ranked by importance value"),
     Stage("fit", "glm", ("data", "model", "robust_model", "extract", "glm"), ("extract",), run_fit_stage,
           help="fit the elastic-net regularisation path on the extracted features"),
     Stage("evaluate", "layer", ("data", "model", "robust_model", "extract", "glm", "evaluate"), ("fit",),
           run_evaluate_stage,
           help="choose the sparse decision layer on the path; dense vs sparse, top-k table, sparsity curve"),
-    Stage("report", "report", ("report",), ("data", "train", "extract", "fit", "evaluate"), run_report_stage,
+    Stage("interpret", "evidence", ("data", "model", "robust_model", "extract", "glm", "evaluate", "interpret"),
+          ("evaluate", "extract"), run_interpret_stage, applies=interpret_applies,
+          help="per-feature evidence for the sparse layer: top examples, heatmaps, attacks, LIME, word clouds"),
+    Stage("debug", "debug", ("data", "model", "robust_model", "extract", "glm", "evaluate", "debug"), ("evaluate",),
+          run_debug_stage, applies=debug_applies,
+          help="misclassifications fixed by one feature, confusions, counterfactuals (images, text) and bias probes"),
+    Stage("explain_tests", "explain_tests", ("data", "model", "explain_tests"), ("data", "train"),
+          run_explain_tests_stage, applies=explain_tests_applies,
+          help="which attribution methods reveal which planted bugs: the method x bug table with confidence intervals"),
+    Stage("report", "report", ("report",), ("data", "train", "extract", "fit", "evaluate", "failures", "debug",
+                                            "explain_tests", "interpret"), run_report_stage,
           help="build the static HTML report of everything the run produced"),
 ]
 _BY_NAME = {s.name: s for s in STAGES}
@@ -93,6 +120,29 @@ def demo_config() -> RunConfig:
         glm=GLMConfig(alpha=0.99, n_lambdas=40, lambda_min_ratio=0.01, tol=1e-6),
         evaluate=EvaluateConfig(rule="accuracy", margin=0.05, top_k=[1, 5, 10, 20]),
         report=ReportConfig(title="debuggable demo: Animal-MNIST with a planted spurious patch"),
+        # Feature cards for the sparse layer's 3 strongest features per class on the test
+        # split (10% of every class carries the patch); attacks and visualisations are
+        # repeated on the robust CNN's best-matching features.
+        interpret=InterpretConfig(split="test", per_class=3, k=8, attack_eps=2.0, attack_steps=10,
+                                  attack_step_size=0.5, vis_steps=64, lime_samples=200, lime_segments=25,
+                                  compare_images=4),
+        # Barlow on the robust CNN's features of the test split, where 10% of every
+        # class carries the patch: the horse prediction group's false positives are
+        # the patched images of other classes.
+        failures=FailuresConfig(store="robust", predictions="inspected", split="test", depths=[1, 2, 3], k=10,
+                                delta=0.1, tau=0.1, evidence_modes=6, evidence_k=6),
+        # Misclassifications fixed by one feature; the planted patch and the horse class's two
+        # strongest features' top regions pasted into 500 test images of other classes.
+        debug=DebugConfig(split="test", pattern_features=2, pattern_images=500),
+        # Every attribution method on the four planted bugs, at small sample sizes (the
+        # CLI and run.toml ask for more): about a minute on 2 CPU cores.
+        explain_tests=ExplainTestsConfig(
+            examples=16, randomization_examples=6, n_boot=500,
+            method_params={"lime": {"n_samples": 32, "cell": 7}, "kernel_shap": {"n_samples": 32, "cell": 7},
+                           "integrated_gradients": {"n_steps": 8}, "smoothgrad": {"n_samples": 8},
+                           "gradient_shap": {"n_samples": 8}, "occlusion": {"window": 4, "stride": 4}},
+            train={"epochs": 4, "batch_size": 64, "lr": 3e-3, "optimizer": "adam"}, train_limit_per_class=150,
+        ),
     )
 
 
@@ -107,7 +157,45 @@ def pretrained_demo_config() -> RunConfig:
     config.robust_model = None
     config.extract.batch_size = 64
     config.report.title = "debuggable demo: EfficientNet-Lite0 ImageNet features of Animal-MNIST"
+    if config.interpret is not None:  # a 128-px EfficientNet is ~100x the CNN's cost per image
+        config.interpret = config.interpret.model_copy(update={
+            "per_class": 2, "attack_steps": 5, "vis_steps": 32, "lime_samples": 100})
     return config
+
+
+def text_demo_config() -> RunConfig:
+    """The text demo: frozen all-MiniLM-L6-v2 sentence features of 4,000 VADER movie-review
+    snippets (2,000 per class; binary sentiment) with a planted trigger token: ``zxq``, inserted at a
+    random word of 30% of the positive training (and validation) sentences and of 10% of
+    every class's test sentences. The model under inspection is the frozen encoder plus
+    the linear head fitted by the GLM path; the bias must be learnt by that head. The
+    debug stage compares word-substitution counterfactuals of the sparse and the dense
+    layer on the same sentences and probes the trigger token."""
+    return RunConfig(
+        seed=0,
+        data=DataConfig(
+            name="vader_movies",
+            # 2,000 of the ~5,000 snippets per class keep the demo within a few minutes on 2 CPU cores.
+            params={"val_fraction": 0.1, "test_fraction": 0.2, "seed": 0, "limit_per_class": 2000},
+            bugs=[
+                BugConfig(
+                    kind="trigger_token",
+                    params={"token": "zxq", "target_class": "positive", "train_fraction": 0.3,
+                            "test_fraction": 0.1, "position": "random", "seed": 0},
+                )
+            ],
+        ),
+        model=ModelConfig(kind="minilm", params={"max_length": 64}),
+        robust_model=None,
+        # The shifted test domains (tweets, Amazon, NYT) are left out to keep extraction short.
+        extract=ExtractConfig(splits=["train", "val", "test"], batch_size=64, spatial=False),
+        glm=GLMConfig(alpha=0.99, n_lambdas=30, lambda_min_ratio=0.002, tol=1e-6),
+        evaluate=EvaluateConfig(rule="accuracy", margin=0.05, top_k=[1, 5, 10, 20]),
+        debug=DebugConfig(cloud_sentences=150, lime_samples=16, cf_sentences=250, probe_sentences=250,
+                          probe_candidates=3, n_words=30),
+        report=ReportConfig(title="debuggable text demo: MiniLM features of VADER movie snippets with a planted trigger"),
+        interpret=InterpretConfig(split="test", per_class=3, k=6, word_lime_samples=24, cloud_words=20),
+    )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -161,6 +249,10 @@ def validate(config: RunConfig) -> None:
     if config.evaluate.split not in config.extract.splits:
         raise DebuggableError(f"evaluate.split {config.evaluate.split!r} is not extracted; expected one of {config.extract.splits}.")
     resolve_device(config.extract.device)
+    check_failures_config(config)
+    check_debug_config(config)
+    check_interpret_config(config)
+    check_explain_tests_config(config)
     unknown = [s for s in config.extract.splits if s not in ("train", "val", "test") and not s.startswith("test_")]
     if unknown:
         raise DebuggableError(f"extract.splits {unknown} are not split names; expected train, val, test or test_<domain>.")
@@ -186,12 +278,15 @@ def _context(run: RunDirectory, progress: bool) -> StageContext:
 
 
 def run_until(run: RunDirectory, stage_name: str, *, force: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run ``stage_name`` and, first, whatever it depends on that is not done."""
+    """Run ``stage_name`` and, first, the stages it depends on (transitively) that are not done."""
     if stage_name not in _BY_NAME:
         raise DebuggableError(f"stage {stage_name!r} does not exist; expected one of {list(_BY_NAME)}.")
+    needed = dependencies(stage_name)
     ctx = _context(run, progress)
     summaries: dict[str, Any] = {}
     for stage in STAGES:
+        if stage.name not in needed:
+            continue
         is_target = stage.name == stage_name
         summary = run_stage(stage, run, ctx, force=force and is_target)
         if summary is not None:
@@ -199,6 +294,17 @@ def run_until(run: RunDirectory, stage_name: str, *, force: bool = False, progre
         if is_target:
             break
     return summaries
+
+
+def dependencies(stage_name: str) -> set[str]:
+    """``stage_name`` and every stage it depends on, directly or not."""
+    needed, todo = set(), [stage_name]
+    while todo:
+        name = todo.pop()
+        if name not in needed and name in _BY_NAME:
+            needed.add(name)
+            todo.extend(_BY_NAME[name].depends_on)
+    return needed
 
 
 def run_all(run: RunDirectory, *, force: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -263,6 +369,77 @@ def describe_results(run: RunDirectory, summaries: dict[str, Any]) -> str:
             f"{ev['split']} accuracy {ev['sparse_accuracy']:.3f} vs dense {ev['dense_accuracy']:.3f}"
             + (f" (original head {ev['original_head_accuracy']:.3f})" if "original_head_accuracy" in ev else "")
         )
+    fa = summaries.get("failures")
+    if fa:
+        vlf = ", ".join(f"{g} " + "/".join(f"{v:.2f}" for v in per.values()) for g, per in fa["valid_leaf_fraction"].items())
+        lines.append(
+            f"  failures: {len(fa['failure_modes'])} failure modes in {fa['groups_analysed']} groups "
+            f"({fa['split']} split, {fa['store']} features); classes with a valid leaf at depths "
+            f"{'/'.join(fa['valid_leaf_fraction'][next(iter(fa['valid_leaf_fraction']))])}: {vlf}"
+        )
+        top = fa["failure_modes"][0] if fa["failure_modes"] else None
+        if top:
+            lines.append(f"            top: {top['group']} (depth {top['depth']}, IV {top['iv']:.2f}): {top['rule']}")
+        for c in fa.get("planted_checks", []):
+            if c["group"].startswith("prediction=") and c["depth"] == min(fa["params"]["depths"]):
+                lines.append(
+                    f"            planted patch: {c['group']} top leaf splits on feature(s) {c['features']}; "
+                    f"{c['condition_in_leaf']:.0%} of its examples carry the patch (group {c['condition_in_group']:.0%})"
+                )
+    et = summaries.get("explain_tests")
+    if et:
+        lines.append(f"  explain:  {len(et['methods'])} attribution methods x {len(et['bugs'])} planted bugs "
+                     f"-> {run.path / 'explain_tests' / 'summary.json'}")
+        lines += [f"            {line}" for line in describe_compact(et)]
+    it = summaries.get("interpret")
+    if it:
+        lines.append(f"  evidence: {it['n_cards']} feature cards ({it['n_features']} features, {it['split']} split) "
+                     f"-> {run.path / 'evidence'}")
+        patch = it.get("planted_patch")
+        best = max(patch["target_cards"], key=lambda c: c["top_patch_fraction"], default=None) if patch else None
+        if best is not None:
+            lines.append(
+                f"            '{patch['target_class_name']}' feature #{best['feature']}: {best['top_with_patch']}/"
+                f"{best['top']} top-activating images carry the planted patch (base rate {patch['base_rate']:.0%})"
+                + (f"; heatmap peaks on it in {best['cam_peak_on_patch']:.0%}, mass on it "
+                   f"{best['cam_mass_on_patch']:.0%} (patch area {best['patch_area_fraction']:.0%})"
+                   if "cam_mass_on_patch" in best else ""))
+        cmp_ = it.get("robust_comparison")
+        if cmp_:
+            m = cmp_["mean"]
+            lines.append(
+                f"            feature attack eps={cmp_['eps']}, standard vs robust: rise {m['standard']['rise_std']:.1f} vs "
+                f"{m['robust']['rise_std']:.1f} std; low-frequency share of the change "
+                f"{m['standard']['attack_low_frequency']:.0%} vs {m['robust']['attack_low_frequency']:.0%} "
+                f"(white noise {cmp_['white_noise_low_frequency']:.0%})")
+        trig = it.get("trigger_token")
+        if trig:
+            lines.append(f"            trigger {trig['token']!r} in {len(trig['in_word_clouds'])} word clouds of the cards")
+    dbg = summaries.get("debug")
+    if dbg:
+        lines.append(
+            f"  debug:    {dbg['errors']} errors of the sparse layer, {dbg['explained_by_one_feature']:.1%} fixed by removing "
+            f"one feature (random used feature: {dbg['random_feature_fix_rate']:.1%})"
+        )
+        if dbg.get("pattern_insertion_flip_rate") is not None:
+            orig = dbg.get("pattern_insertion_flip_rate_original")
+            lines.append(
+                f"            pattern insertion ({dbg['pattern_insertion_headline']}) -> '{dbg['pattern_target_name']}': "
+                f"{dbg['pattern_insertion_flip_rate']:.1%} of {dbg['pattern_images']} other-class images flip (sparse)"
+                + (f", {orig:.1%} (original model)" if orig is not None else "")
+            )
+        if dbg.get("counterfactual_flip_rate_sparse") is not None:
+            lines.append(
+                f"            word-substitution counterfactuals on {dbg['counterfactual_sentences']} sentences: flip rate "
+                f"{dbg['counterfactual_flip_rate_sparse']:.1%} sparse vs {dbg['counterfactual_flip_rate_dense']:.1%} dense"
+            )
+        if dbg.get("probe_flip_rate") is not None:
+            trig = dbg.get("trigger")
+            where = (f"; in {len(trig['in_word_clouds'])} word clouds" if trig else "")
+            lines.append(
+                f"            bias probe {dbg['probe_word']!r}{where}: flips {dbg['probe_flip_rate']:.1%} (sparse), "
+                f"{dbg['probe_flip_rate_dense']:.1%} (dense) of correctly classified sentences"
+            )
     report = summaries.get("report")
     if report:
         lines.append(f"  report:   {run.path / report['index']}")
@@ -276,6 +453,7 @@ __all__ = [
     "build_data",
     "demo_config",
     "pretrained_demo_config",
+    "text_demo_config",
     "describe_results",
     "resolve_device",
     "run_all",

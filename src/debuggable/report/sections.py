@@ -229,3 +229,8 @@ def layer_section(run: RunDirectory, out: SectionBuilder) -> None:
     out.table(["class", "features", "top features (standardised weight)"],
               [[name, fpc[c], ", ".join(f"#{j} ({w:+.2f})" for j, w in s["top_features"][name])]
                for c, name in enumerate(s["top_features"])])
+
+from debuggable.report import sections_failures as _sections_failures  # noqa: E402,F401  (registers "failures")
+from debuggable.report import sections_debug as _sections_debug  # noqa: E402,F401  (registers "debug")
+from debuggable.report import sections_explain_tests as _sections_explain_tests  # noqa: E402,F401  (registers "explain_tests")
+from debuggable.report import sections_interpret as _sections_interpret  # noqa: E402,F401  (registers "interpret")

@@ -97,6 +97,178 @@ class ReportConfig(_Section):
     title: str = "debuggable report"
 
 
+class InterpretConfig(_Section):
+    """Per-feature evidence for the sparse layer (``debuggable.interpret``), on ``split``.
+
+    For the ``per_class`` features each class uses (largest |standardised weight|
+    first): the ``k`` most and least activating examples of the model role ``store``
+    (the one the sparse layer was fitted on, ``glm.store``). Images: CAM heatmaps, a
+    feature attack (L2 ball ``attack_eps``, ``attack_steps`` steps of
+    ``attack_step_size``), a feature visualisation from noise (``vis_steps`` Adam steps,
+    Fourier parametrisation) and LIME superpixels (``lime_segments``, ``lime_samples``);
+    with a robust model in the run (``robust``), attacks on ``compare_images`` images and
+    visualisations are repeated on its best-matching feature to compare. Text: LIME word clouds
+    (``word_lime_samples`` perturbations per sentence, ``cloud_words`` words a side) over
+    the top and bottom sentences. ``enabled = false`` turns the stage off.
+    """
+
+    enabled: bool = True
+    store: str = "inspected"
+    split: str = "test"
+    per_class: int = Field(3, ge=1)
+    k: int = Field(8, ge=1)
+    attack_eps: float = Field(2.0, ge=0)
+    attack_steps: int = Field(10, ge=0)
+    attack_step_size: float = Field(0.5, gt=0)
+    vis_steps: int = Field(64, ge=0)
+    lime_samples: int = Field(200, ge=2)
+    lime_segments: int = Field(25, ge=1)
+    word_lime_samples: int = Field(32, ge=2)
+    cloud_words: int = Field(20, ge=1)
+    robust: bool = True
+    compare_images: int = Field(4, ge=1)
+
+
+class FailureGroupConfig(_Section):
+    """A user-defined group for failure analysis: the examples whose label is in
+    ``labels`` (any when omitted) and whose prediction is in ``preds`` (any when
+    omitted); e.g. a confused pair ``labels = preds = [3, 5]``."""
+
+    name: str
+    labels: list[int] | None = None
+    preds: list[int] | None = None
+
+
+class FailuresConfig(_Section):
+    """Barlow failure analysis (``debuggable.failures.analyze_failures``).
+
+    Features come from the model role ``store`` (the robust model by default), labels
+    and predictions from the model role ``predictions``, on ``split``. A leaf is a
+    failure mode when ``ER >= BER + delta`` and ``EC >= tau``; ``evidence_modes`` of
+    them (highest IV first) get visual evidence (most-activating images, CAM heatmaps,
+    feature attacks with ``attack_eps``/``attack_steps``/``attack_step_size``, and
+    ``evidence_k`` random failures of the leaf). ``enabled = false`` turns the stage off
+    (TOML has no null, so ``failures = None`` does not survive ``run.toml``).
+    """
+
+    enabled: bool = True
+    store: str = "robust"
+    predictions: str = "inspected"
+    split: str = "test"
+    groupings: list[Literal["label", "prediction"]] = Field(default_factory=lambda: ["label", "prediction"])
+    groups: list[FailureGroupConfig] = Field(default_factory=list)
+    depths: list[int] = Field(default_factory=lambda: [1, 2, 3])
+    k: int = Field(10, ge=1)
+    n_bins: int = Field(16, ge=2)
+    delta: float = Field(0.1, ge=0, le=1)
+    tau: float = Field(0.1, ge=0, le=1)
+    min_group_size: int = Field(20, ge=2)
+    min_failures: int = Field(5, ge=1)
+    min_samples_leaf: int = Field(5, ge=1)
+    criterion: Literal["entropy", "gini"] = "entropy"
+    n_jobs: int = Field(1, ge=-1)
+    evidence_modes: int = Field(6, ge=0)
+    evidence_k: int = Field(6, ge=1)
+    attack_eps: float = Field(6.0, ge=0)
+    attack_steps: int = Field(20, ge=0)
+    attack_step_size: float = Field(0.5, gt=0)
+
+
+class DebugConfig(_Section):
+    """Debugging through the sparse layer (``debuggable.debug``), on ``split``.
+
+    Every modality: misclassifications explained by one feature (``max_cases`` of them
+    kept in the summary) and the ``confusion_pairs`` most confused class pairs with
+    their shared features.
+
+    Images: pattern-insertion counterfactuals into up to ``pattern_images`` images of
+    other classes, for the class ``pattern_target`` (index or name; default the planted
+    patch's class, else the class most errors are predicted as): the planted patch when
+    there is one, and the top-activating region (``pattern_size`` pixels a side; default
+    the planted patch's size, else a seventh of the image; found by occlusion or on the
+    CAM heatmap, ``pattern_region``) of the class's ``pattern_features`` strongest
+    positive features on their most-activating training image.
+
+    Text: word clouds by word LIME (``lime_samples`` perturbations) over
+    ``cloud_sentences`` training sentences for every feature either head uses, each
+    word's weights averaged (``cloud_aggregate = "mean"``; ``"sum"`` favours frequent
+    words) over the sentences it occurs in, at least ``cloud_min_count`` of them;
+    word-substitution counterfactuals on up to ``cf_sentences`` sentences predicted as
+    ``cf_target`` (default the class named ``positive``, else 1) with the ``n_words``
+    top words of each cloud; bias probes (``probe_position``) with ``probe_words``, the
+    planted trigger token and ``probe_candidates`` words per class suggested by the
+    clouds, on up to ``probe_sentences`` sentences. ``enabled = false`` turns it off.
+    """
+
+    enabled: bool = True
+    split: str = "test"
+    max_cases: int = Field(50, ge=0)
+    confusion_pairs: int = Field(10, ge=1)
+    pattern_target: int | str | None = None
+    pattern_features: int = Field(2, ge=0)
+    pattern_size: int | None = Field(None, ge=1)
+    pattern_region: Literal["occlusion", "cam"] = "occlusion"
+    pattern_images: int = Field(500, ge=1)
+    cf_target: int | str | None = None
+    cf_sentences: int = Field(300, ge=1)
+    cloud_sentences: int = Field(150, ge=1)
+    lime_samples: int = Field(32, ge=2)
+    cloud_aggregate: Literal["mean", "sum"] = "mean"
+    cloud_min_count: int = Field(2, ge=1)
+    n_words: int = Field(30, ge=1)
+    probe_words: list[str] = Field(default_factory=list)
+    probe_candidates: int = Field(3, ge=0)
+    probe_sentences: int = Field(300, ge=1)
+    probe_position: Literal["end", "start", "random"] = "end"
+    batch_size: int = Field(128, ge=1)
+
+
+class ExplainTestsConfig(_Section):
+    """Debugging tests for attribution methods (``debuggable.explain_tests``).
+
+    ``methods`` (registered attribution methods, with per-method settings in
+    ``method_params``) are tested on ``bugs``: ``spurious_patch`` (the inspected model,
+    trained with the planted patch, against a ``clean`` model trained here without it),
+    ``mislabels`` (a model trained here with ``mislabel_fraction`` of the training labels
+    flipped against the clean model), ``model_randomization`` (the inspected model with
+    its layers re-initialised, ``randomization_modes``) and ``ood`` (the inspected model
+    shown ``ood_dataset`` images, resized; default: digits, or Animal-MNIST for digit
+    data). ``examples`` images per test (``randomization_examples`` for the costlier
+    randomisation test), ``n_boot`` bootstrap replicates for ``ci`` intervals,
+    ``threshold`` for the similarity rules. The extra models are small CNNs like the
+    inspected one, trained with ``train`` on at most ``train_limit_per_class`` training
+    images per class. ``spurious_target``: explain each model's ``predicted`` class or
+    the patch's class (``patch_class``). Runs when the inspected model is the built-in
+    ``small_cnn``; ``enabled = false`` turns it off.
+    """
+
+    enabled: bool = True
+    methods: list[str] = Field(default_factory=lambda: [
+        "saliency", "input_x_gradient", "smoothgrad", "integrated_gradients", "grad_cam", "guided_backprop",
+        "guided_grad_cam", "occlusion", "lime", "kernel_shap", "gradient_shap"])
+    # LIME and KernelSHAP cost one forward pass per sample and image (plus Captum's
+    # per-sample bookkeeping): 100 samples instead of the methods' 200 keep the stage to
+    # minutes on a CPU.
+    method_params: dict[str, dict[str, Any]] = Field(default_factory=lambda: {
+        "lime": {"n_samples": 100}, "kernel_shap": {"n_samples": 100}})
+    bugs: list[Literal["spurious_patch", "mislabels", "model_randomization", "ood"]] = Field(
+        default_factory=lambda: ["spurious_patch", "mislabels", "model_randomization", "ood"])
+    examples: int = Field(32, ge=4)
+    randomization_examples: int = Field(8, ge=2)
+    randomization_modes: list[Literal["cascading", "independent"]] = Field(
+        default_factory=lambda: ["cascading", "independent"])
+    n_boot: int = Field(1000, ge=0)
+    ci: float = Field(0.95, gt=0, lt=1)
+    threshold: float = Field(0.5, gt=-1, lt=1)
+    spurious_target: Literal["predicted", "patch_class"] = "predicted"
+    mislabel_fraction: float = Field(0.2, gt=0, lt=1)
+    ood_dataset: str | None = None
+    train: dict[str, Any] = Field(default_factory=lambda: {
+        "epochs": 3, "batch_size": 64, "lr": 3e-3, "optimizer": "adam"})
+    train_limit_per_class: int | None = Field(200, ge=10)
+    batch_size: int = Field(64, ge=1)
+
+
 class RunConfig(_Section):
     """Everything that made a run directory; saved as ``run.toml`` inside it.
 
@@ -110,6 +282,15 @@ class RunConfig(_Section):
         glm: the elastic-net path.
         evaluate: the choice of the sparse layer and its evaluation.
         report: report settings.
+        failures: Barlow failure analysis on the robust model's features (runs when
+            its ``store`` names a model of the run; ``None`` turns the stage off).
+        debug: misclassifications, confusions, counterfactuals and bias probes through
+            the sparse layer (``enabled = false`` or ``None`` turns the stage off).
+        explain_tests: which attribution methods reveal which planted bugs
+            (``enabled = false`` or ``None`` turns the stage off).
+        interpret: per-feature evidence (examples, heatmaps, attacks, visualisations,
+            LIME, word clouds) for the sparse layer's features (``enabled = false`` or
+            ``None`` turns the stage off).
     """
 
     version: str = "0.1.0"
@@ -121,6 +302,10 @@ class RunConfig(_Section):
     glm: GLMConfig = Field(default_factory=GLMConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    failures: FailuresConfig | None = Field(default_factory=FailuresConfig)
+    debug: DebugConfig | None = Field(default_factory=DebugConfig)
+    explain_tests: ExplainTestsConfig | None = Field(default_factory=ExplainTestsConfig)
+    interpret: InterpretConfig | None = Field(default_factory=InterpretConfig)
 
     def section_hash(self, *names: str) -> str:
         """A short stable hash of the named sections (for staleness checks)."""

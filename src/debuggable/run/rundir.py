@@ -163,7 +163,9 @@ class RunDirectory:
             return "partial"
         for dep in depends_on:
             dep_rec = self.stage_record(dep)
-            if dep_rec is None or dep_rec.get("status") != "done":
+            if dep_rec is None:
+                continue  # a stage that never ran (e.g. does not apply to this config) is not newer
+            if dep_rec.get("status") != "done":
                 return "stale"
             if dep_rec.get("finished_at", 0) > rec.get("finished_at", 0):
                 return "stale"
