@@ -33,7 +33,6 @@ from debuggable.glm._design import (
     block_rows_for,
     constant_columns,
     moments_in_memory,
-    standardize_block,
     standardize_in_memory,
 )
 from debuggable.glm.datafits import Datafit, make_datafit

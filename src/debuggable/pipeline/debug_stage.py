@@ -249,7 +249,7 @@ def _image_debug(run: RunDirectory, ctx: StageContext, cfg: DebugConfig, splits,
     if rows.size == 0:
         raise DebuggableError(f"debug: split {cfg.split!r} has no image outside class {names[target]!r} to paste patterns into.")
     images, labels = ds.batch(rows)
-    backbone = make_backbone(run, "inspected").to(ctx.device).eval()
+    backbone = make_backbone(run, run.config.glm.store).to(ctx.device).eval()
     models = _image_models(backbone, layer, dense)
     patterns = _patterns(run, splits, store, layer, target, cfg, size, backbone)
     insert = PatternInsertion(models, target, batch_size=256, device=ctx.device)
@@ -309,7 +309,7 @@ def _text_debug(run: RunDirectory, ctx: StageContext, cfg: DebugConfig, splits, 
     else:
         target = names.index("positive") if "positive" in names else min(1, len(names) - 1)
     heads = {"sparse": (layer.weight, layer.bias), "dense": (dense[0], dense[1])}
-    backbone = make_backbone(run, "inspected").to(ctx.device).eval()
+    backbone = make_backbone(run, run.config.glm.store).to(ctx.device).eval()
     trigger = splits.planted.get("trigger_token")
     ds = splits[cfg.split]
     texts = list(ds.texts)
