@@ -25,6 +25,9 @@ import torch
 from debuggable.errors import DebuggableError
 
 _BLOCK_ELEMS = 1 << 22  # ~16 MiB of float32 per row block
+# A float64 copy of in-memory CPU features up to this size makes every certificate
+# one float64 product instead of a block-by-block promotion.
+_EXACT_COPY_BYTES = 1 << 29
 
 
 def block_rows_for(d: int, device: torch.device | None = None) -> int:
@@ -73,6 +76,9 @@ class InMemoryDesign:
         self._cols: torch.Tensor | None = None
         self._XA: torch.Tensor | None = None
         self._pad = False
+        self._X64: torch.Tensor | None = None
+        if X.dtype != torch.float64 and X.device.type == "cpu" and X.numel() * 8 <= _EXACT_COPY_BYTES:
+            self._X64 = X.to(torch.float64)
 
     # -- working set ---------------------------------------------------------------
     def set_columns(self, A: torch.Tensor | None) -> None:
@@ -108,8 +114,11 @@ class InMemoryDesign:
         if not exact or self.dtype == torch.float64:
             # linear(M, V^T) is markedly faster than M @ V for thin V on CPU (MKL/oneDNN)
             return torch.nn.functional.linear(M, V.T.to(self.dtype).contiguous()).to(out_dtype)
-        out = torch.empty(self.n, V.shape[1], dtype=out_dtype, device=self.device)
         V64 = V.to(torch.float64)
+        if self._X64 is not None:
+            M64 = self._X64 if self._XA is None else self._X64.index_select(1, self._cols)
+            return torch.nn.functional.linear(M64, V64.T.contiguous()).to(out_dtype)
+        out = torch.empty(self.n, V.shape[1], dtype=out_dtype, device=self.device)
         for s in range(0, self.n, self.block):
             out[s : s + self.block] = torch.nn.functional.linear(M[s : s + self.block].to(torch.float64), V64.T.contiguous()).to(out_dtype)
         return out
@@ -117,6 +126,9 @@ class InMemoryDesign:
     def rmv(self, R: torch.Tensor, exact: bool = False, full: bool = False) -> torch.Tensor:
         M = self.X if (full or self._pad or self._cols is None) else self._matrix()
         m = M.shape[1]
+        if exact and self._X64 is not None and M is self.X:
+            G = (R.to(torch.float64).T @ self._X64).T
+            return G[self._cols] if (self._pad and not full) else G
         acc = torch.zeros(R.shape[1], m, dtype=torch.float64, device=self.device)
         dt = torch.float64 if exact else self.dtype
         for s in range(0, self.n, self.block):

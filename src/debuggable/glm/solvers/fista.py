@@ -74,30 +74,33 @@ def solve_quadratic_model(
     ``hess_T`` maps ``D^T`` (``(K, m + 1)``, float64) to ``(H D)^T``; ``L`` bounds ``H``.
     """
     m = W0.shape[0]
-    gT = g.T.contiguous()
-    W0T = W0.T
+    # Iterate on absolute coordinates U = [W0; 0] + D (transposed), so the prox applies
+    # to the iterate directly; H U = H D + H [W0; 0] moves the constant into the gradient.
+    U0 = torch.zeros_like(g.T)
+    U0[:, :m] = W0.T
+    gT = g.T - hess_T(U0)
     step = 1.0 / L
-    D = torch.zeros_like(gT) if start is None else start.T.contiguous()
-    Y = D.clone()
+    U = U0.clone() if start is None else U0 + start.T
+    Y = U.clone()
     t = 1.0
     it = 0
     for it in range(1, max_iter + 1):
-        V = Y - step * (gT + hess_T(Y))
-        Dn = torch.empty_like(D)
-        Dn[:, :m] = penalty.prox((W0T + V[:, :m]).T, step, lam).T - W0T
-        Dn[:, m:] = V[:, m:]
-        diff = Dn - Y
-        res = float(diff.abs().max()) * L if diff.numel() else 0.0
+        Un = Y - step * (gT + hess_T(Y))
+        Un[:, :m] = penalty.prox(Un[:, :m].T, step, lam).T
+        diff = Un - Y
+        res = float(torch.linalg.vector_norm(diff, math.inf)) * L if diff.numel() else 0.0
         if res <= tol:
-            D = Dn
+            U = Un
             break
-        # gradient-based adaptive restart
-        if float(((Y - Dn) * (Dn - D)).sum()) > 0:
+        move = Un - U
+        # gradient-based adaptive restart: the prox step disagrees with the momentum
+        if float(torch.dot(diff.flatten(), move.flatten())) < 0:
             t = 1.0
-            Y = Dn
+            Y = Un
         else:
             t_new = 0.5 * (1 + math.sqrt(1 + 4 * t * t))
-            Y = Dn + ((t - 1) / t_new) * (Dn - D)
+            Y = Un + ((t - 1) / t_new) * move
             t = t_new
-        D = Dn
+        U = Un
+    D = U - U0
     return D.T.contiguous(), it
