@@ -572,7 +572,7 @@ def attribute_batched(method: AttributionMethod, images: torch.Tensor, target: T
         if target.ndim != 1 or target.shape[0] != n:
             raise DebuggableError(f"target: got shape {tuple(target.shape)}, expected {n} class indices (one per image).")
     bar = None
-    if progress:
+    if progress and n > batch_size:  # one batch needs no bar (and would flood a log file)
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, desc=desc or method.name, unit="img", leave=False)

@@ -94,6 +94,9 @@ class HFTextBackbone(Backbone):
             raise DebuggableError(
                 f"name_or_path: {source!r} is not a directory; expected a local Hugging Face model directory."
             )
+        hf_logging = transformers.utils.logging
+        bars_were_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a bar for reading local weights is noise in every stage's log
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
             self.model = transformers.AutoModel.from_pretrained(source, local_files_only=local_files_only)
@@ -103,6 +106,9 @@ class HFTextBackbone(Backbone):
             raise DebuggableError(
                 f"name_or_path: {source!r} could not be {where} as a Hugging Face encoder ({first})."
             ) from None
+        finally:
+            if bars_were_on:
+                hf_logging.enable_progress_bar()
         self.source = source
         self.pooling = pooling
         self.normalize = bool(normalize)
