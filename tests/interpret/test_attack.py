@@ -119,3 +119,21 @@ def test_redirected_relu_lets_a_feature_that_is_dead_on_noise_grow():
     assert float(model(stuck[None]).features) == 0.0
     assert float(model(grown[None]).features) > 0.05
     assert not model.relu._forward_hooks  # hooks removed afterwards
+
+
+def test_object_share_of_a_perturbation_by_hand():
+    from debuggable.interpret import object_area_share, perturbation_object_share
+
+    x = torch.zeros(2, 1, 6, 6)
+    x[:, :, 2:4, 2:4] = 1.0  # a 2x2 object; grown by one pixel it covers 4x4 = 16 of 36 pixels
+    p = x.clone()
+    p[0, 0, 1, 1] += 0.0  # image 0: no change at all
+    p[1, 0, 0, 0] = 0.3  # background, outside the grown mask: energy 0.09
+    p[1, 0, 2, 2] = 0.6  # object: energy 0.16
+    p[1, 0, 1, 4] = 0.2  # the grown outline counts as object: energy 0.04
+    share = perturbation_object_share(x, p)
+    np.testing.assert_allclose(share, [0.0, 0.20 / 0.29])
+    np.testing.assert_allclose(object_area_share(x), [16 / 36, 16 / 36])
+    np.testing.assert_allclose(object_area_share(x, dilate=0), [4 / 36, 4 / 36])
+    with pytest.raises(DebuggableError, match=r"^perturbed: expected the shape of images"):
+        perturbation_object_share(x, p[:, :, :5])

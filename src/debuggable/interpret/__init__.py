@@ -16,7 +16,12 @@ See ``docs/interpret.md``.
 """
 
 from debuggable.interpret.activating import ActivatingExamples, most_activating
-from debuggable.interpret.attack import feature_activation, feature_attack
+from debuggable.interpret.attack import (
+    feature_activation,
+    feature_attack,
+    object_area_share,
+    perturbation_object_share,
+)
 from debuggable.interpret.cam import backbone_cam, cam_mass_in_mask, feature_cam, overlay
 from debuggable.interpret.cards import (
     AttackSettings,
@@ -49,6 +54,8 @@ __all__ = [
     "draw_word_cloud",
     "feature_activation",
     "feature_attack",
+    "object_area_share",
+    "perturbation_object_share",
     "feature_cam",
     "feature_visualisation",
     "image_lime",

@@ -411,7 +411,9 @@ def describe_results(run: RunDirectory, summaries: dict[str, Any]) -> str:
                 f"            feature attack eps={cmp_['eps']}, standard vs robust: rise {m['standard']['rise_std']:.1f} vs "
                 f"{m['robust']['rise_std']:.1f} std; low-frequency share of the change "
                 f"{m['standard']['attack_low_frequency']:.0%} vs {m['robust']['attack_low_frequency']:.0%} "
-                f"(white noise {cmp_['white_noise_low_frequency']:.0%})")
+                f"(white noise {cmp_['white_noise_low_frequency']:.0%})"
+                + (f"; on the object {m['standard']['attack_on_object']:.0%} vs {m['robust']['attack_on_object']:.0%} "
+                   f"(object area {cmp_['object_area']:.0%})" if "attack_on_object" in m["standard"] else ""))
         trig = it.get("trigger_token")
         if trig:
             lines.append(f"            trigger {trig['token']!r} in {len(trig['in_word_clouds'])} word clouds of the cards")

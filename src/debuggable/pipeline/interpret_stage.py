@@ -42,6 +42,8 @@ from debuggable.interpret import (
     feature_attack,
     feature_visualisation,
     low_frequency_share,
+    object_area_share,
+    perturbation_object_share,
     most_activating,
 )
 from debuggable.interpret.figures import evidence_figure, image_rows
@@ -202,6 +204,7 @@ def _model_probe(backbone, feats: list[int], x_np: np.ndarray, sources: np.ndarr
     towards = np.repeat(protos, n, axis=0) - x.numpy()
     align = _cosine(delta, towards)
     smooth = low_frequency_share(delta)
+    on_object = perturbation_object_share(x, adv)
     visual = None
     if vis is not None:
         visual = feature_visualisation(backbone, feats, shape=tuple(int(s) for s in src.shape[1:]), steps=vis.steps,
@@ -213,7 +216,8 @@ def _model_probe(backbone, feats: list[int], x_np: np.ndarray, sources: np.ndarr
         m = {"feature": int(j),
              "rise_std": float(np.mean(after[s] - before[s]) / std[f]) if std[f] > 0 else 0.0,
              "before": float(np.mean(before[s])), "after": float(np.mean(after[s])),
-             "alignment": float(np.mean(align[s])), "attack_low_frequency": float(np.mean(smooth[s]))}
+             "alignment": float(np.mean(align[s])), "attack_low_frequency": float(np.mean(smooth[s])),
+             "attack_on_object": float(np.mean(on_object[s]))}
         if visual is not None:
             m["visualisation_low_frequency"] = float(low_frequency_share(visual[f][None])[0])
             m["visualisation_correlation"] = _pearson(visual[f], protos[f])
@@ -259,10 +263,11 @@ def _robust_comparison(run: RunDirectory, ctx: StageContext, cfg: InterpretConfi
         fig_rows.append(("top mean / vis.", np.stack(panel)))
         image_rows(fig_rows, out_dir / f"robust_{j}.png", captions=[None, None, None, names])
         outputs.append(f"evidence/robust_{j}.png")
-    keys = ["rise_std", "alignment", "attack_low_frequency"] + (
+    keys = ["rise_std", "alignment", "attack_low_frequency", "attack_on_object"] + (
         ["visualisation_low_frequency", "visualisation_correlation"] if vis is not None else [])
     mean = {model: {k: float(np.mean([row[model][k] for row in rows])) for k in keys} for model in ("standard", "robust")}
     return {"eps": attack.eps, "steps": attack.steps, "step_size": attack.step_size, "sources": sources.tolist(),
+            "object_area": float(np.mean(object_area_share(src.float()))),
             "low_frequency_cutoff": 0.125, "white_noise_low_frequency": float(np.mean(low_frequency_share(
                 np.random.default_rng(0).normal(size=(64,) + tuple(src.shape[1:]))))),
             "features": rows, "mean": mean}
@@ -354,7 +359,9 @@ def _run(run: RunDirectory, ctx: StageContext, cfg: InterpretConfig) -> tuple[di
             ctx.log(
                 f"[interpret] feature attack (L2 eps={attack.eps}), standard vs robust model: activation rise "
                 f"{m['standard']['rise_std']:.1f} vs {m['robust']['rise_std']:.1f} std; low-frequency share of the "
-                f"change {m['standard']['attack_low_frequency']:.0%} vs {m['robust']['attack_low_frequency']:.0%}"
+                f"change {m['standard']['attack_low_frequency']:.0%} vs {m['robust']['attack_low_frequency']:.0%}, "
+                f"on the object {m['standard']['attack_on_object']:.0%} vs {m['robust']['attack_on_object']:.0%} "
+                f"(object area {comparison['object_area']:.0%})"
                 + (f", of the visualisation {m['standard']['visualisation_low_frequency']:.0%} vs "
                    f"{m['robust']['visualisation_low_frequency']:.0%}" if vis is not None else "")
                 + f" (white noise {comparison['white_noise_low_frequency']:.0%})"

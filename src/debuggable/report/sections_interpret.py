@@ -63,17 +63,21 @@ def _robust_part(out: SectionBuilder, run: RunDirectory, s: dict, show: list[int
         "model, and the best-matching feature (highest correlation on the split) of the robust model. Rise: mean "
         "activation gain in standard deviations of the feature. Low-frequency share: the share of the change's energy "
         f"at periods of 8 pixels or more (white noise: {cmp_['white_noise_low_frequency']:.0%}); structured, visible "
-        "changes score high, adversarial noise low. The same share is given for the visualisations from noise."
+        "changes score high, adversarial noise low. The same share is given for the visualisations from noise. "
+        "On object: the share of the change's energy on the object (pixels above 0.1, grown by one pixel; they cover "
+        f"{cmp_.get('object_area', float('nan')):.0%} of these images), against noise sprinkled over the background."
     )
     rows = []
     for r in cmp_["features"]:
         st, rb = r["standard"], r["robust"]
         rows.append([f"#{r['feature']}", f"#{r['robust_feature']}", r["correlation"], st["rise_std"], rb["rise_std"],
                      st["attack_low_frequency"], rb["attack_low_frequency"],
+                     st.get("attack_on_object", ""), rb.get("attack_on_object", ""),
                      st.get("visualisation_low_frequency", ""), rb.get("visualisation_low_frequency", "")])
     m = cmp_["mean"]
     rows.append(["mean", "", "", m["standard"]["rise_std"], m["robust"]["rise_std"], m["standard"]["attack_low_frequency"],
-                 m["robust"]["attack_low_frequency"], m["standard"].get("visualisation_low_frequency", ""),
+                 m["robust"]["attack_low_frequency"], m["standard"].get("attack_on_object", ""),
+                 m["robust"].get("attack_on_object", ""), m["standard"].get("visualisation_low_frequency", ""),
                  m["robust"].get("visualisation_low_frequency", "")])
     st, rb = m["standard"], m["robust"]
     more = "more" if rb["attack_low_frequency"] > st["attack_low_frequency"] else "less"
@@ -84,12 +88,15 @@ def _robust_part(out: SectionBuilder, run: RunDirectory, s: dict, show: list[int
            "the feature means" if st["rise_std"] > rb["rise_std"] else "")
         + f". The robust model's attack changes are {more} low-frequency ({rb['attack_low_frequency']:.0%} vs "
         f"{st['attack_low_frequency']:.0%})"
+        + (f" and {rb['attack_on_object']:.0%} of their energy lies on the object ({st['attack_on_object']:.0%} "
+           "for the standard model)" if "attack_on_object" in st else "")
         + (f"; its visualisations {rb['visualisation_low_frequency']:.0%} vs {st['visualisation_low_frequency']:.0%}"
            if "visualisation_low_frequency" in st else "")
         + ". Judge the images below for yourself."
     )
     out.table(["feature", "robust feature", "correlation", "rise (standard)", "rise (robust)",
-               "attack low-freq. (standard)", "attack low-freq. (robust)", "vis. low-freq. (standard)",
+               "attack low-freq. (standard)", "attack low-freq. (robust)", "attack on object (standard)",
+               "attack on object (robust)", "vis. low-freq. (standard)",
                "vis. low-freq. (robust)"], rows)
     with out.figures_row():
         for j in show:
