@@ -160,8 +160,10 @@ def run_debuggable(Xs, y, grid, alpha, device, budget, dtype):
     from debuggable.glm import elastic_net_path
 
     t0 = time.perf_counter()
-    path = elastic_net_path(Xs, y.cpu().numpy(), lambdas=grid, alpha=alpha, standardize=False, device=device, dtype=dtype,
-                            max_time=budget)
+    # the solver's one line per lambda goes to stderr, so a long run shows where it is
+    with redirect_stdout(sys.stderr):
+        path = elastic_net_path(Xs, y.cpu().numpy(), lambdas=grid, alpha=alpha, standardize=False, device=device,
+                                dtype=dtype, max_time=budget, verbose=1)
     total = time.perf_counter() - t0
     sols = [(torch.as_tensor(path.coef[i].T), torch.as_tensor(path.intercept[i]), float(path.time[i])) for i in range(len(path))]
     extra = {"converged": bool(path.converged.all()), "outer_iterations": int(path.n_iter.sum()), "solver_kkt_rel_max": float(path.kkt.max()),
