@@ -89,6 +89,17 @@ def _check_texts(texts: Any, name: str = "texts") -> list[str]:
     return list(texts)
 
 
+def _head_probs(heads: dict[str, tuple[np.ndarray, np.ndarray]], run: Callable[[list[str]], np.ndarray],
+                texts: list[str], features: Any) -> dict[str, np.ndarray]:
+    """Each head's (N, K) class probabilities on ``texts``, encoded with ``run`` unless
+    their (N, D) ``features`` are given."""
+    d = next(iter(heads.values()))[0].shape[1]
+    x = run(texts) if features is None else np.asarray(features, dtype=np.float64)
+    if x.shape != (len(texts), d):
+        raise DebuggableError(f"features: expected shape ({len(texts)}, {d}) to match texts and heads, got {x.shape}.")
+    return {h: _softmax(x @ w.T + b) for h, (w, b) in heads.items()}
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(1, keepdims=True)
     e = np.exp(z)
@@ -286,10 +297,7 @@ class WordSubstitution:
         if isinstance(self.n_words, bool) or not isinstance(self.n_words, int) or self.n_words < 1:
             raise DebuggableError(f"n_words={self.n_words!r} is invalid; expected a positive integer.")
         run = _encoder(self.encode, self.batch_size)
-        x = run(texts) if features is None else np.asarray(features, dtype=np.float64)
-        if x.shape != (len(texts), d):
-            raise DebuggableError(f"features: expected shape ({len(texts)}, {d}) to match texts and heads, got {x.shape}.")
-        probs = {h: _softmax(x @ w.T + b) for h, (w, b) in heads.items()}
+        probs = _head_probs(heads, run, texts, features)
         predicted = np.all([p.argmax(1) == self.target for p in probs.values()], axis=0)
         pools = self._pools(heads, texts)
         neg_cache: dict[int, list[str]] = {}
@@ -412,7 +420,7 @@ class BiasProbe:
         """
         heads = _check_heads(self.heads)
         texts = _check_texts(texts)
-        k, d = next(iter(heads.values()))[0].shape
+        k = next(iter(heads.values()))[0].shape[0]
         y = np.asarray(labels, dtype=np.int64)
         if y.shape != (len(texts),):
             raise DebuggableError(f"labels: expected shape ({len(texts)},) to match texts, got {y.shape}.")
@@ -427,10 +435,7 @@ class BiasProbe:
         if any(not 0 <= c < k for c in classes):
             raise DebuggableError(f"classes={self.classes!r}: expected class indices in 0..{k - 1}.")
         run = _encoder(self.encode, self.batch_size)
-        x = run(texts) if features is None else np.asarray(features, dtype=np.float64)
-        if x.shape != (len(texts), d):
-            raise DebuggableError(f"features: expected shape ({len(texts)}, {d}) to match texts and heads, got {x.shape}.")
-        probs = {h: _softmax(x @ w.T + b) for h, (w, b) in heads.items()}
+        probs = _head_probs(heads, run, texts, features)
         ok = np.isin(y, classes) & np.all([p.argmax(1) == y for p in probs.values()], axis=0)
         rows = np.flatnonzero(ok)
         score_change = {h: np.zeros((len(words), rows.size)) for h in heads}

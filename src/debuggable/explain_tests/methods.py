@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -77,7 +78,7 @@ def resolve_targets(model: nn.Module, images: torch.Tensor, target: TargetLike) 
     return t
 
 
-class AttributionMethod:
+class AttributionMethod(ABC):
     """Base class: one attribution method bound to one model.
 
     Subclasses set :attr:`name` and implement :meth:`_attribute` on a batch already
@@ -154,8 +155,9 @@ class AttributionMethod:
         attr = _to_input_shape(attr, x)
         return attr.detach().to(device=out_device, dtype=torch.float32)
 
-    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Attributions for ``x`` (B, C, H, W) on the model's device and (B,) targets."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
@@ -351,8 +353,9 @@ class _Surrogate(AttributionMethod):
     needs_grad = False
     defaults = {"n_samples": 200, "cell": 4, "baseline": 0.0, "batch_size": 100}
 
-    def _captum(self):  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def _captum(self):
+        """The Captum surrogate-model attribution object for ``self.model``."""
 
     def _attribute(self, x, target):
         algo = self._captum()

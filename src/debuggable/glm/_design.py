@@ -76,9 +76,7 @@ class InMemoryDesign:
         self._cols: torch.Tensor | None = None
         self._XA: torch.Tensor | None = None
         self._pad = False
-        self._X64: torch.Tensor | None = None
-        if X.dtype != torch.float64 and X.device.type == "cpu" and X.numel() * 8 <= _EXACT_COPY_BYTES:
-            self._X64 = X.to(torch.float64)
+        self._X64: torch.Tensor | None = None  # made on the first certificate, see _exact_copy
 
     # -- working set ---------------------------------------------------------------
     def set_columns(self, A: torch.Tensor | None) -> None:
@@ -105,6 +103,14 @@ class InMemoryDesign:
             return Vf
         return V
 
+    def _exact_copy(self) -> torch.Tensor | None:
+        """A float64 copy of X for certificates when X is a CPU float32 tensor of at
+        most ``_EXACT_COPY_BYTES`` in float64 (else None: blocks are promoted per product)."""
+        if self._X64 is None and self.dtype != torch.float64 and self.device.type == "cpu" \
+                and self.X.numel() * 8 <= _EXACT_COPY_BYTES:
+            self._X64 = self.X.to(torch.float64)
+        return self._X64
+
     # -- products --------------------------------------------------------------------
     def mv(self, V: torch.Tensor, exact: bool = False, out_dtype: torch.dtype = torch.float64) -> torch.Tensor:
         V = self._expand(V)
@@ -115,8 +121,9 @@ class InMemoryDesign:
             # linear(M, V^T) is markedly faster than M @ V for thin V on CPU (MKL/oneDNN)
             return torch.nn.functional.linear(M, V.T.to(self.dtype).contiguous()).to(out_dtype)
         V64 = V.to(torch.float64)
-        if self._X64 is not None:
-            M64 = self._X64 if self._XA is None else self._X64.index_select(1, self._cols)
+        X64 = self._exact_copy()
+        if X64 is not None:
+            M64 = X64 if self._XA is None else X64.index_select(1, self._cols)
             return torch.nn.functional.linear(M64, V64.T.contiguous()).to(out_dtype)
         out = torch.empty(self.n, V.shape[1], dtype=out_dtype, device=self.device)
         for s in range(0, self.n, self.block):
@@ -126,8 +133,9 @@ class InMemoryDesign:
     def rmv(self, R: torch.Tensor, exact: bool = False, full: bool = False) -> torch.Tensor:
         M = self.X if (full or self._pad or self._cols is None) else self._matrix()
         m = M.shape[1]
-        if exact and self._X64 is not None and M is self.X:
-            G = (R.to(torch.float64).T @ self._X64).T
+        X64 = self._exact_copy() if exact and M is self.X else None
+        if X64 is not None:
+            G = (R.to(torch.float64).T @ X64).T
             return G[self._cols] if (self._pad and not full) else G
         acc = torch.zeros(R.shape[1], m, dtype=torch.float64, device=self.device)
         dt = torch.float64 if exact else self.dtype

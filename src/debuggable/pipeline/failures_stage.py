@@ -18,14 +18,13 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 
 from debuggable.errors import DebuggableError
 from debuggable.failures import FailureAnalysis, Group, analyze_failures
 from debuggable.failures.evidence import failure_mode_evidence
 from debuggable.failures.planted import planted_condition_check
 from debuggable.pipeline.extract_stage import open_store
-from debuggable.pipeline.stage import StageContext
+from debuggable.pipeline.stage import StageContext, one_cpu_thread
 from debuggable.pipeline.train_stage import model_roles
 from debuggable.run import FailuresConfig, RunDirectory, read_json
 
@@ -165,15 +164,8 @@ def run_failures_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, 
     t1 = time.perf_counter()
     chosen = _distinct_modes(modes, cfg.evidence_modes)
     if chosen:
-        # Evidence batches are a handful of images: on CPU, intra-op threads cost more
-        # than they bring (and stall badly on a busy machine), so use one thread here.
-        threads = torch.get_num_threads()
-        if ctx.device.type == "cpu":
-            torch.set_num_threads(1)
-        try:
+        with one_cpu_thread(ctx.device):  # evidence batches are a handful of images
             evidence = _write_evidence(run, ctx, cfg, analysis, chosen, features, labels, preds, feats_split, outputs)
-        finally:
-            torch.set_num_threads(threads)
     seconds_evidence = time.perf_counter() - t1
 
     planted = _planted_checks(run, analysis, cfg.split, failed, features, labels.size)

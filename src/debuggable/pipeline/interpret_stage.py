@@ -27,7 +27,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 
 from debuggable.errors import DebuggableError
 from debuggable.interpret import (
@@ -50,7 +49,7 @@ from debuggable.interpret.figures import evidence_figure, image_rows
 from debuggable.layer import SparseDecisionLayer
 from debuggable.pipeline.data_stage import build_data
 from debuggable.pipeline.extract_stage import make_backbone, open_store
-from debuggable.pipeline.stage import StageContext
+from debuggable.pipeline.stage import StageContext, one_cpu_thread
 from debuggable.pipeline.train_stage import model_roles
 from debuggable.run import InterpretConfig, RunDirectory, atomic_write_json
 
@@ -287,16 +286,8 @@ def run_interpret_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str,
     if cfg is None or not cfg.enabled:
         raise DebuggableError("interpret: the stage is turned off in run.toml (interpret.enabled = false).")
     check_interpret_config(run.config)
-    # The evidence runs the model on a few images at a time: on CPU, intra-op threads
-    # cost more than they bring (and stall badly on a busy machine: 71 s instead of
-    # 9 s for the demo with 2 threads under a load of 4), so use one thread here.
-    threads = torch.get_num_threads()
-    if ctx.device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
+    with one_cpu_thread(ctx.device):  # the evidence runs the model on a few images at a time
         return _run(run, ctx, cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(run: RunDirectory, ctx: StageContext, cfg: InterpretConfig) -> tuple[dict[str, Any], list[str]]:

@@ -157,7 +157,7 @@ def explain_tests_section(run: RunDirectory, out: SectionBuilder) -> None:
     panels_path = run.path / "explain_tests" / "panels.npz"
     z = np.load(panels_path) if panels_path.is_file() else None
     names = s.get("class_names", [])
-    shown = [m for m in s["methods"]]
+    shown = list(s["methods"])
     if z is not None and "spurious_patch/images" in z:
         d = details["spurious_patch"]
         out.heading("Spurious patch")

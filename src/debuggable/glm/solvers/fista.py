@@ -25,7 +25,10 @@ from debuggable.glm.penalties import ElasticNet
 
 
 def kron_operator(G: torch.Tensor, B: torch.Tensor, c: float):
-    """``Y^T -> (c G Y B)^T`` in the transposed ``(K, m + 1)`` layout (``G`` symmetric).
+    """``Y^T -> (c G Y B)^T`` in the transposed ``(K, m + 1)`` layout (``G`` symmetric):
+    the Hessian of the model ``q`` above, for :func:`solve_quadratic_model`.
+
+    ``G`` may be float32 (products run in its dtype); inputs and outputs are float64.
 
     ``(K x m)(m x m)`` products are several times faster than ``(m x m)(m x K)`` ones
     for small K with MKL/oneDNN, hence the layout.
@@ -35,27 +38,6 @@ def kron_operator(G: torch.Tensor, B: torch.Tensor, c: float):
     if cdt == torch.float64:
         return lambda YT: (BcT @ YT) @ G
     return lambda YT: ((BcT @ YT.to(cdt)) @ G).to(torch.float64)
-
-
-def solve_kron_model(
-    G: torch.Tensor,
-    B: torch.Tensor,
-    c: float,
-    g: torch.Tensor,
-    W0: torch.Tensor,
-    lam: float,
-    penalty: ElasticNet,
-    L: float,
-    tol: float,
-    max_iter: int = 1000,
-    start: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, int]:
-    """Minimise the model ``q`` above; returns ``(Delta, iterations)``.
-
-    ``G`` may be float32 (products run in its dtype); everything else is float64.
-    ``L`` must bound the largest eigenvalue of ``c * G (x) B``.
-    """
-    return solve_quadratic_model(kron_operator(G, B, c), g, W0, lam, penalty, L, tol, max_iter, start)
 
 
 def solve_quadratic_model(

@@ -43,7 +43,7 @@ import torch
 from debuggable.glm._design import _power_lmax
 from debuggable.glm.datafits import Datafit
 from debuggable.glm.penalties import ElasticNet
-from debuggable.glm.solvers.fista import solve_kron_model
+from debuggable.glm.solvers.fista import kron_operator, solve_quadratic_model
 
 
 @contextlib.contextmanager
@@ -210,16 +210,15 @@ class ProxNewtonSolver:
                 c = 1.0 if datafit.exact_curvature else self.c
                 L = c * LG * datafit.curvature_bound(B)
                 with _few_threads(gA):
-                    D, it = solve_kron_model(gA, B, c, g_all, WA, lam, penalty, L, inner_tol,
-                                             self.max_inner if not (force or datafit.exact_curvature) else 10 * self.max_inner)
+                    D, it = solve_quadratic_model(kron_operator(gA, B, c), g_all, WA, lam, penalty, L, inner_tol,
+                                                  self.max_inner if not (force or datafit.exact_curvature) else 10 * self.max_inner)
                 n_inner += it
                 DW, Db = D[:m], D[m]
                 Zd = design.mv(DW, out_dtype=self.work_dtype)
                 Zd += Db.to(self.work_dtype)
                 if not datafit.exact_curvature:
                     DT = D.T.contiguous()
-                    HD = (B.to(gA.dtype) @ DT.to(gA.dtype)) @ gA
-                    model = float((DT * HD.to(torch.float64)).sum())
+                    model = float((DT * kron_operator(gA, B, 1.0)(DT)).sum())
                     true = datafit.dir_curvature(Z, Zd)
                     if model > 0 and true > 0 and math.isfinite(true):
                         self.c = min(20.0, max(0.2, true / model))
