@@ -38,7 +38,7 @@ from debuggable.glm._design import (
 from debuggable.glm.datafits import Datafit, make_datafit
 from debuggable.glm.penalties import make_penalty
 from debuggable.glm.result import GLMPath
-from debuggable.glm.solvers.prox_newton import ProxNewtonSolver, gradient, target_gradient
+from debuggable.glm.solvers.prox_newton import ProxNewtonSolver, gradient
 
 SOLVERS = ("auto", "in_memory", "streaming")
 _EXTRAPOLATE = True
@@ -239,8 +239,7 @@ def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, st
     b = datafit.null_intercept().to(torch.float64)
     W = torch.zeros(d, k, dtype=torch.float64, device=dev)
     Z = b.to(work_dtype).unsqueeze(0).expand(n, k).clone()
-    target = target_gradient(design, datafit)
-    _, G0, _ = gradient(design, datafit, Z, target[0], target[1], exact=True, full=True)
+    _, G0, _ = gradient(design, datafit, Z, exact=True, full=True)
     lam_max = penalty.lambda_max(G0)
     env = dict(locals())
     return SimpleNamespace(**{name: val for name, val in env.items() if not name.startswith("_")})
@@ -326,7 +325,7 @@ def elastic_net_path(
     L = grid.shape[0]
 
     gram = design.gram()
-    sol = ProxNewtonSolver(design, datafit, penalty, gram, work_dtype=work_dtype, verbose=int(verbose), target=P.target)
+    sol = ProxNewtonSolver(design, datafit, penalty, gram, work_dtype=work_dtype, verbose=int(verbose))
 
     # ---- the path ---------------------------------------------------------------------------
     out = {key: [] for key in ("coef_std", "b", "objective", "gap", "kkt", "converged", "n_iter", "nnz", "n_features", "time",

@@ -414,6 +414,11 @@ def describe_results(run: RunDirectory, summaries: dict[str, Any]) -> str:
                 f"(white noise {cmp_['white_noise_low_frequency']:.0%})"
                 + (f"; on the object {m['standard']['attack_on_object']:.0%} vs {m['robust']['attack_on_object']:.0%} "
                    f"(object area {cmp_['object_area']:.0%})" if "attack_on_object" in m["standard"] else ""))
+            if "visualisation_class_probability" in m["standard"]:
+                lines.append(
+                    f"            feature visualisation, standard vs robust: a spectrum classifier of real images gives "
+                    f"the feature's class {m['standard']['visualisation_class_probability']:.2f} vs "
+                    f"{m['robust']['visualisation_class_probability']:.2f} (chance {cmp_['judge_chance']:.2f})")
         trig = it.get("trigger_token")
         if trig:
             lines.append(f"            trigger {trig['token']!r} in {len(trig['in_word_clouds'])} word clouds of the cards")

@@ -33,6 +33,7 @@ from debuggable.interpret import (
     AttackSettings,
     FeatureCard,
     LimeSettings,
+    ImageClassJudge,
     VisualisationSettings,
     build_feature_cards,
     cam_mass_in_mask,
@@ -181,7 +182,8 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _model_probe(backbone, feats: list[int], x_np: np.ndarray, sources: np.ndarray, data, k: int,
-                 attack: AttackSettings, vis: VisualisationSettings | None, seed: int, device) -> dict[str, Any]:
+                 attack: AttackSettings, vis: VisualisationSettings | None, seed: int, device,
+                 judge: ImageClassJudge | None = None, classes: list[int] | None = None) -> dict[str, Any]:
     """Attack ``sources`` towards each feature and visualise it, on one model; returns arrays and metrics."""
     n = len(sources)
     src, _ = data.batch(sources)
@@ -209,6 +211,7 @@ def _model_probe(backbone, feats: list[int], x_np: np.ndarray, sources: np.ndarr
         visual = feature_visualisation(backbone, feats, shape=tuple(int(s) for s in src.shape[1:]), steps=vis.steps,
                                        lr=vis.lr, jitter=vis.jitter, parametrisation=vis.parametrisation, seed=seed,
                                        device=device).numpy()
+    judged = judge.class_probability(visual, classes) if (judge is not None and visual is not None) else None
     out: dict[str, Any] = {"adv": adv.numpy(), "protos": protos, "visual": visual, "metrics": []}
     for f, j in enumerate(feats):
         s = slice(f * n, (f + 1) * n)
@@ -220,13 +223,15 @@ def _model_probe(backbone, feats: list[int], x_np: np.ndarray, sources: np.ndarr
         if visual is not None:
             m["visualisation_low_frequency"] = float(low_frequency_share(visual[f][None])[0])
             m["visualisation_correlation"] = _pearson(visual[f], protos[f])
+        if judged is not None:
+            m["visualisation_class_probability"] = float(judged[f])
         out["metrics"].append(m)
     return out
 
 
 def _robust_comparison(run: RunDirectory, ctx: StageContext, cfg: InterpretConfig, feats: list[int], reader, data,
                        backbone, attack: AttackSettings, vis: VisualisationSettings | None,
-                       out_dir, outputs: list[str]) -> dict[str, Any] | None:
+                       out_dir, outputs: list[str], classes: list[int], judge_data) -> dict[str, Any] | None:
     if not cfg.robust or "robust" not in model_roles(run.config) or cfg.store == "robust" or not feats:
         return None
     rstore = open_store(run, "robust")
@@ -244,15 +249,21 @@ def _robust_comparison(run: RunDirectory, ctx: StageContext, cfg: InterpretConfi
     rng = np.random.default_rng(run.config.seed)
     sources = np.sort(rng.choice(len(data), size=min(cfg.compare_images, len(data)), replace=False))
     seed = run.config.seed
-    std_probe = _model_probe(backbone, feats, x_np, sources, data, cfg.k, attack, vis, seed, ctx.device)
-    rob_probe = _model_probe(robust, match, r_np, sources, data, cfg.k, attack, vis, seed, ctx.device)
+    judge = None
+    if vis is not None:
+        # an independent classifier of real images' spectra says whether a visualisation looks like its class
+        images, labels = judge_data.batch(np.arange(len(judge_data)))
+        judge = ImageClassJudge(seed=seed).fit(images.float(), labels)
+    std_probe = _model_probe(backbone, feats, x_np, sources, data, cfg.k, attack, vis, seed, ctx.device, judge, classes)
+    rob_probe = _model_probe(robust, match, r_np, sources, data, cfg.k, attack, vis, seed, ctx.device, judge, classes)
     src, _ = data.batch(sources)
     n = len(sources)
     rows = []
     for f, (j, r) in enumerate(zip(feats, match)):
         s = slice(f * n, (f + 1) * n)
         ms, mr = std_probe["metrics"][f], rob_probe["metrics"][f]
-        rows.append({"feature": j, "robust_feature": r, "correlation": float(corr[j, r]), "standard": ms, "robust": mr})
+        rows.append({"feature": j, "robust_feature": r, "class": int(classes[f]), "correlation": float(corr[j, r]),
+                     "standard": ms, "robust": mr})
         fig_rows = [("images", src.float().numpy()), (f"std #{j}", std_probe["adv"][s]), (f"robust #{r}", rob_probe["adv"][s])]
         panel = [std_probe["protos"][f], rob_probe["protos"][f]]
         names = ["std top mean", "rob top mean"]
@@ -263,12 +274,14 @@ def _robust_comparison(run: RunDirectory, ctx: StageContext, cfg: InterpretConfi
         image_rows(fig_rows, out_dir / f"robust_{j}.png", captions=[None, None, None, names])
         outputs.append(f"evidence/robust_{j}.png")
     keys = ["rise_std", "alignment", "attack_low_frequency", "attack_on_object"] + (
-        ["visualisation_low_frequency", "visualisation_correlation"] if vis is not None else [])
+        ["visualisation_low_frequency", "visualisation_correlation", "visualisation_class_probability"]
+        if vis is not None else [])
     mean = {model: {k: float(np.mean([row[model][k] for row in rows])) for k in keys} for model in ("standard", "robust")}
     return {"eps": attack.eps, "steps": attack.steps, "step_size": attack.step_size, "sources": sources.tolist(),
             "object_area": float(np.mean(object_area_share(src.float()))),
             "low_frequency_cutoff": 0.125, "white_noise_low_frequency": float(np.mean(low_frequency_share(
                 np.random.default_rng(0).normal(size=(64,) + tuple(src.shape[1:]))))),
+            "judge_chance": judge.chance if judge is not None else None,
             "features": rows, "mean": mean}
 
 
@@ -331,7 +344,14 @@ def _run(run: RunDirectory, ctx: StageContext, cfg: InterpretConfig) -> tuple[di
             outputs.append(f"evidence/feature_{j}.png")
         _save_arrays(out_dir, evidence)
         outputs.append(f"evidence/{ARRAYS_FILE}")
-        comparison = _robust_comparison(run, ctx, cfg, features, reader, data, backbone, attack, vis, out_dir, outputs)
+        strongest = {}
+        for c in cards:  # each feature's class: the one that weighs it most
+            if c.feature not in strongest or abs(c.weight) > abs(strongest[c.feature].weight):
+                strongest[c.feature] = c
+        classes = [strongest[j].class_index for j in features]
+        judge_data = splits["train"]
+        comparison = _robust_comparison(run, ctx, cfg, features, reader, data, backbone, attack, vis, out_dir, outputs,
+                                        classes, judge_data)
         if patch is not None:
             summary["planted_patch"] = patch
             best = max(patch["target_cards"], key=lambda c: c["top_patch_fraction"], default=None)
@@ -357,6 +377,11 @@ def _run(run: RunDirectory, ctx: StageContext, cfg: InterpretConfig) -> tuple[di
                    f"{m['robust']['visualisation_low_frequency']:.0%}" if vis is not None else "")
                 + f" (white noise {comparison['white_noise_low_frequency']:.0%})"
             )
+            if vis is not None:
+                ctx.log(f"[interpret] feature visualisation, standard vs robust model: a classifier of real images' spectra "
+                        f"gives the feature's class {m['standard']['visualisation_class_probability']:.2f} vs "
+                        f"{m['robust']['visualisation_class_probability']:.2f} on average (chance "
+                        f"{comparison['judge_chance']:.2f})")
     else:
         cards = build_feature_cards(layer, reader, data, backbone=backbone, per_class=cfg.per_class, k=cfg.k,
                                     attack=None, visualisation=None,

@@ -66,6 +66,10 @@ def _robust_part(out: SectionBuilder, run: RunDirectory, s: dict, show: list[int
         "changes score high, adversarial noise low. The same share is given for the visualisations from noise. "
         "On object: the share of the change's energy on the object (pixels above 0.1, grown by one pixel; they cover "
         f"{cmp_.get('object_area', float('nan')):.0%} of these images), against noise sprinkled over the background."
+        + (" Vis. class prob.: the probability that a classifier of real training images' power spectra (neither "
+           "network) gives the visualisation's class, the class that weighs the feature most "
+           f"(chance {cmp_['judge_chance']:.2f}): whether the visualisation looks like what the feature is used for."
+           if cmp_.get("judge_chance") else "")
     )
     rows = []
     for r in cmp_["features"]:
@@ -73,12 +77,15 @@ def _robust_part(out: SectionBuilder, run: RunDirectory, s: dict, show: list[int
         rows.append([f"#{r['feature']}", f"#{r['robust_feature']}", r["correlation"], st["rise_std"], rb["rise_std"],
                      st["attack_low_frequency"], rb["attack_low_frequency"],
                      st.get("attack_on_object", ""), rb.get("attack_on_object", ""),
-                     st.get("visualisation_low_frequency", ""), rb.get("visualisation_low_frequency", "")])
+                     st.get("visualisation_low_frequency", ""), rb.get("visualisation_low_frequency", ""),
+                     st.get("visualisation_class_probability", ""), rb.get("visualisation_class_probability", "")])
     m = cmp_["mean"]
     rows.append(["mean", "", "", m["standard"]["rise_std"], m["robust"]["rise_std"], m["standard"]["attack_low_frequency"],
                  m["robust"]["attack_low_frequency"], m["standard"].get("attack_on_object", ""),
                  m["robust"].get("attack_on_object", ""), m["standard"].get("visualisation_low_frequency", ""),
-                 m["robust"].get("visualisation_low_frequency", "")])
+                 m["robust"].get("visualisation_low_frequency", ""),
+                 m["standard"].get("visualisation_class_probability", ""),
+                 m["robust"].get("visualisation_class_probability", "")])
     st, rb = m["standard"], m["robust"]
     more = "more" if rb["attack_low_frequency"] > st["attack_low_frequency"] else "less"
     out.paragraph(
@@ -92,12 +99,15 @@ def _robust_part(out: SectionBuilder, run: RunDirectory, s: dict, show: list[int
            "for the standard model)" if "attack_on_object" in st else "")
         + (f"; its visualisations {rb['visualisation_low_frequency']:.0%} vs {st['visualisation_low_frequency']:.0%}"
            if "visualisation_low_frequency" in st else "")
+        + (f". The spectrum classifier gives the visualisations' classes {rb['visualisation_class_probability']:.2f} "
+           f"(robust) vs {st['visualisation_class_probability']:.2f} (standard) on average, against chance "
+           f"{cmp_['judge_chance']:.2f}" if "visualisation_class_probability" in st else "")
         + ". Judge the images below for yourself."
     )
     out.table(["feature", "robust feature", "correlation", "rise (standard)", "rise (robust)",
                "attack low-freq. (standard)", "attack low-freq. (robust)", "attack on object (standard)",
                "attack on object (robust)", "vis. low-freq. (standard)",
-               "vis. low-freq. (robust)"], rows)
+               "vis. low-freq. (robust)", "vis. class prob. (standard)", "vis. class prob. (robust)"], rows)
     with out.figures_row():
         for j in show:
             _show(out, run, f"robust_{j}.png", f"interpret_robust_{j}",

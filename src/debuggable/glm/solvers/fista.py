@@ -28,16 +28,21 @@ def kron_operator(G: torch.Tensor, B: torch.Tensor, c: float):
     """``Y^T -> (c G Y B)^T`` in the transposed ``(K, m + 1)`` layout (``G`` symmetric):
     the Hessian of the model ``q`` above, for :func:`solve_quadratic_model`.
 
-    ``G`` may be float32 (products run in its dtype); inputs and outputs are float64.
+    ``G`` may be float32: products run in its dtype, and the result comes back in the
+    input's dtype.
 
     ``(K x m)(m x m)`` products are several times faster than ``(m x m)(m x K)`` ones
     for small K with MKL/oneDNN, hence the layout.
     """
     cdt = G.dtype
     BcT = (c * B).T.to(cdt).contiguous()
-    if cdt == torch.float64:
-        return lambda YT: (BcT @ YT) @ G
-    return lambda YT: ((BcT @ YT.to(cdt)) @ G).to(torch.float64)
+
+    def hess_T(YT: torch.Tensor) -> torch.Tensor:
+        if YT.dtype == cdt:
+            return (BcT @ YT) @ G
+        return ((BcT @ YT.to(cdt)) @ G).to(YT.dtype)
+
+    return hess_T
 
 
 def solve_quadratic_model(
@@ -58,31 +63,31 @@ def solve_quadratic_model(
     m = W0.shape[0]
     # Iterate on absolute coordinates U = [W0; 0] + D (transposed), so the prox applies
     # to the iterate directly; H U = H D + H [W0; 0] moves the constant into the gradient.
-    U0 = torch.zeros_like(g.T)
+    U0 = g.new_zeros(g.shape[1], g.shape[0])
     U0[:, :m] = W0.T
-    gT = g.T - hess_T(U0)
+    gT = (g.T - hess_T(U0)).contiguous()
     step = 1.0 / L
     U = U0.clone() if start is None else U0 + start.T
     Y = U.clone()
     t = 1.0
     it = 0
     for it in range(1, max_iter + 1):
-        Un = Y - step * (gT + hess_T(Y))
-        Un[:, :m] = penalty.prox(Un[:, :m].T, step, lam).T
+        Un = torch.add(Y, gT + hess_T(Y), alpha=-step)
+        Un[:, :m] = penalty.prox_T(Un[:, :m], step, lam)
         diff = Un - Y
-        res = float(torch.linalg.vector_norm(diff, math.inf)) * L if diff.numel() else 0.0
-        if res <= tol:
-            U = Un
-            break
         move = Un - U
+        # one conversion for both scalars: the prox-gradient residual and the restart test
+        res, agree = torch.stack([diff.abs().max() if diff.numel() else diff.new_zeros(()),
+                                  torch.dot(diff.view(-1), move.view(-1))]).tolist()
+        U = Un
+        if res * L <= tol:
+            break
         # gradient-based adaptive restart: the prox step disagrees with the momentum
-        if float(torch.dot(diff.flatten(), move.flatten())) < 0:
+        if agree < 0:
             t = 1.0
             Y = Un
         else:
             t_new = 0.5 * (1 + math.sqrt(1 + 4 * t * t))
-            Y = Un + ((t - 1) / t_new) * move
+            Y = torch.add(Un, move, alpha=(t - 1) / t_new)
             t = t_new
-        U = Un
-    D = U - U0
-    return D.T.contiguous(), it
+    return (U - U0).T.contiguous(), it

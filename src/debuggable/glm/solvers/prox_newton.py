@@ -3,7 +3,10 @@
 Outer step at ``(W, b)`` on the working set ``A`` of feature rows:
 
 1. one pass: residual ``R`` at the current predictions ``Z`` and the gradient
-   ``G = X_A^T R`` (plus ``1^T R`` for the intercept);
+   ``G = X_A^T R`` (plus ``1^T R`` for the intercept); for the multinomial, whose
+   loss cannot see a constant added to a feature's coefficients across classes, the
+   rounding in ``G``'s row sums is projected out and every step ends with each row
+   moved to its penalty-minimising shift (see ``docs/glm.md``);
 2. a quadratic model of the datafit, ``c * Gram_A (x) B``: ``Gram_A`` is the exact
    (weighted) Gram matrix of the working set (computed once per path), ``B`` the mean
    per-sample Hessian in class space at the current point and ``c`` a scalar that
@@ -98,23 +101,21 @@ def duality_gap(datafit: Datafit, penalty: ElasticNet, lam: float, W: torch.Tens
     return max(0.0, gap)
 
 
-def target_gradient(design, datafit: Datafit) -> tuple[torch.Tensor, torch.Tensor]:
-    """The constant part of the gradient: ``X^T (T w) / n`` (D, K) and ``sum_i w_i T_i / n`` (K,)."""
-    return design.rmv_rows(datafit.target_rows) / datafit.n, datafit.target_sum()
+def gradient(design, datafit: Datafit, Z: torch.Tensor, *, exact: bool, full: bool = False) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """``(loss, G, gb)``: the datafit gradient ``X^T R / n`` on the design's working set
+    (or all features with ``full``) and the intercept's ``1^T R / n``.
 
-
-def gradient(design, datafit: Datafit, Z: torch.Tensor, C: torch.Tensor, tsum: torch.Tensor, *, exact: bool,
-             full: bool = False) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """``(loss, G, gb)``: the datafit gradient on the design's working set (or all features).
-
-    ``G = X^T (M w) / n - X^T (T w) / n`` with the second term precomputed (``C``,
-    already restricted to the working set unless ``full``), so the ``(n, K)`` residual
-    is never materialised.
+    For a shift-invariant datafit both have rows that sum to zero exactly; the float32
+    product's rounding is projected out, because it would otherwise push the
+    coefficients along the directions the datafit cannot see.
     """
     loss, M = datafit.loss_and_mean(Z)
-    Mw = datafit.weighted(M)
-    G = design.rmv(Mw, exact=exact, full=full) / datafit.n - C
-    gb = Mw.sum(0).to(torch.float64) / datafit.n - tsum
+    R = datafit.residual(M)
+    G = design.rmv(R, exact=exact, full=full) / datafit.n
+    gb = R.sum(0).to(torch.float64) / datafit.n
+    if datafit.shift_invariant:
+        G = G - G.mean(1, keepdim=True)
+        gb = gb - gb.mean()
     return loss, G, gb
 
 
@@ -122,9 +123,7 @@ class ProxNewtonSolver:
     """Solves the path's lambdas one at a time on a design (in memory or streamed)."""
 
     def __init__(self, design, datafit: Datafit, penalty: ElasticNet, gram: torch.Tensor, *,
-                 work_dtype: torch.dtype = torch.float64, max_inner: int = 50, verbose: int = 0,
-                 target: tuple[torch.Tensor, torch.Tensor] | None = None):
-        self.C, self.tsum = target if target is not None else target_gradient(design, datafit)
+                 work_dtype: torch.dtype = torch.float64, max_inner: int = 50, verbose: int = 0):
         self.design = design
         self.datafit = datafit
         self.penalty = penalty
@@ -139,6 +138,8 @@ class ProxNewtonSolver:
 
     # -- helpers -------------------------------------------------------------------------
     def _gram_A(self, A: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The working set's Gram matrix (with the intercept) in the compute dtype, and its
+        largest eigenvalue."""
         key = (A.numel(), int(A.sum()) if A.numel() else 0, int(A[0]) if A.numel() else -1, int(A[-1]) if A.numel() else -1)
         if key != self._gA_key:
             d = self.gram.shape[0] - 1
@@ -160,7 +161,7 @@ class ProxNewtonSolver:
     def certify(self, lam: float, W: torch.Tensor, b: torch.Tensor) -> Certificate:
         """Float64 certificate: fresh ``Z``, full gradient, KKT residual and duality gap."""
         Z = self.predictions(W, b, exact=True)
-        loss, G, gb = gradient(self.design, self.datafit, Z, self.C, self.tsum, exact=True, full=True)
+        loss, G, gb = gradient(self.design, self.datafit, Z, exact=True, full=True)
         rows = self.penalty.violation(W, G, lam)
         kkt = max(float(rows.max()) if rows.numel() else 0.0, float(gb.abs().max()))
         pen = self.penalty.value(W, lam)
@@ -179,6 +180,8 @@ class ProxNewtonSolver:
         if Z is None:
             Z = self.predictions(W, b, exact=True)
         A = torch.unique(A)
+        if datafit.shift_invariant:
+            W -= penalty.row_shift(W, lam).unsqueeze(1)  # e.g. an extrapolated warm start; same loss
         cert: Certificate | None = None
         converged = False
         tight = 0.8  # in-loop stop at this fraction of the tolerances; tightened after a failed certificate
@@ -188,11 +191,10 @@ class ProxNewtonSolver:
             gA, LG = self._gram_A(A)
             m = A.numel()
             WA = W.index_select(0, A)
-            CA = self.C.index_select(0, A)
             stalled = False
             iter_before = n_iter
             while n_iter < max_iter:
-                loss, G, gb = gradient(design, datafit, Z, CA, self.tsum, exact=exact_grad)
+                loss, G, gb = gradient(design, datafit, Z, exact=exact_grad)
                 viol = penalty.violation(WA, G, lam)
                 k = max(float(viol.max()) if m else 0.0, float(gb.abs().max()))
                 pen = penalty.value(WA, lam)
@@ -244,6 +246,9 @@ class ProxNewtonSolver:
                     break
                 WA = WA + s * DW
                 b = b + s * Db
+                if datafit.shift_invariant:
+                    # the penalty-minimising shift of each row; Z moves by a per-sample constant, same loss
+                    WA -= penalty.row_shift(WA, lam).unsqueeze(1)
                 Z = Zs  # the accepted trial; its log-sum-exp is cached by the datafit
                 del Zd, Zs
             W[A] = WA
