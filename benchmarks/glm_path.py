@@ -22,9 +22,10 @@ Examples::
     python benchmarks/glm_path.py --npz feats.npz          # keys features/labels (or X/y)
     python benchmarks/glm_path.py --size imagenet --device cuda --n-lambdas 100 --solvers debuggable
 
-Reference solvers that exceed ``--ref-budget`` seconds stop after the lambda they
-are in; the comparison then uses the lambdas they finished and says so, and the
-speed-up is also given per finished lambda (``speedup_same_lambdas``).
+Reference solvers that exceed ``--ref-budget`` seconds (and our path, with
+``--ours-budget``) stop after the lambda they are in; the comparison then uses the
+lambdas both finished and says so, and the speed-up is also given per finished
+lambda (``speedup_same_lambdas``).
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def evaluate(Xs: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor
         correct += int((Z.argmax(1) == yb).sum())
         R = torch.exp(Z - lse[:, None])
         R[torch.arange(len(yb), device=R.device), yb] -= 1
-        G += xb.T @ R
+        G += (R.T @ xb).T  # (K x rows)(rows x d): several times faster than xb.T @ R with MKL
         gb += R.sum(0)
     loss /= n
     G /= n
@@ -250,7 +251,7 @@ def bench_one(label: str, make_data, args, device: torch.device) -> dict:
     for name in args.solvers:
         say(f"   running {name} ...")
         if name == "debuggable":
-            sols, total, extra = run_debuggable(Xs, y, grid, args.alpha, device, None, args.dtype)
+            sols, total, extra = run_debuggable(Xs, y, grid, args.alpha, device, args.ours_budget, args.dtype)
         elif name == "glm_saga":
             sols, total, extra = run_glm_saga(Xs, y, grid, args.alpha, device, args.ref_budget, args.saga_lr,
                                               args.saga_batch, args.saga_epochs, args.saga_tol)
@@ -279,15 +280,16 @@ def bench_one(label: str, make_data, args, device: torch.device) -> dict:
         for ref in ("glm_saga", "sklearn"):
             if ref not in results:
                 continue
-            rr = results[ref]["rows"]
-            m = len(rr)
+            m = min(len(results[ref]["rows"]), len(ours["rows"]))  # the lambdas both finished
+            rr = results[ref]["rows"][:m]
             t_ours_m = sum(r["time"] for r in ours["rows"][:m])
             t_ref_m = sum(r["time"] for r in rr)
             d_obj = [ours["rows"][i]["objective"] - rr[i]["objective"] for i in range(m)]
             rel = [d_obj[i] / abs(rr[i]["objective"]) for i in range(m)]
             cmp = {
                 "kind": "compare", "size": label, "reference": ref, "lambdas_compared": m, "n_lambdas": args.n_lambdas,
-                "speedup_total": results[ref]["summary"]["total_time"] / ours["summary"]["total_time"] if m == args.n_lambdas else None,
+                "speedup_total": (results[ref]["summary"]["total_time"] / ours["summary"]["total_time"]
+                                  if m == args.n_lambdas else None),
                 "speedup_same_lambdas": t_ref_m / max(t_ours_m, 1e-12),
                 # our duality gap certifies objective <= optimum + tol * objective (tol = 1e-6 by
                 # default), so no solver can be lower by more than that; "strict" is the raw test
@@ -372,6 +374,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None, help="torch threads for every solver (default: torch's)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--ref-budget", type=float, default=1800.0, help="seconds per reference path before it stops")
+    ap.add_argument("--ours-budget", type=float, default=None,
+                    help="seconds for our path before it stops (default: none); the comparison then uses the "
+                         "lambdas both finished")
     ap.add_argument("--saga-lr", type=float, default=0.1)
     ap.add_argument("--saga-batch", type=int, default=256)
     ap.add_argument("--saga-epochs", type=int, default=2000)

@@ -345,8 +345,8 @@ def _run(run: RunDirectory, ctx: StageContext, cfg: InterpretConfig) -> tuple[di
         _save_arrays(out_dir, evidence)
         outputs.append(f"evidence/{ARRAYS_FILE}")
         strongest = {}
-        for c in cards:  # each feature's class: the one that weighs it most
-            if c.feature not in strongest or abs(c.weight) > abs(strongest[c.feature].weight):
+        for c in cards:  # each feature's class: the one that weighs it most positively
+            if c.feature not in strongest or c.weight > strongest[c.feature].weight:
                 strongest[c.feature] = c
         classes = [strongest[j].class_index for j in features]
         judge_data = splits["train"]

@@ -67,7 +67,7 @@ def _robust_part(out: SectionBuilder, run: RunDirectory, s: dict, show: list[int
         "On object: the share of the change's energy on the object (pixels above 0.1, grown by one pixel; they cover "
         f"{cmp_.get('object_area', float('nan')):.0%} of these images), against noise sprinkled over the background."
         + (" Vis. class prob.: the probability that a classifier of real training images' power spectra (neither "
-           "network) gives the visualisation's class, the class that weighs the feature most "
+           "network) gives the visualisation's class, the class that weighs the feature most positively "
            f"(chance {cmp_['judge_chance']:.2f}): whether the visualisation looks like what the feature is used for."
            if cmp_.get("judge_chance") else "")
     )
