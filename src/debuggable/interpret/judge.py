@@ -29,7 +29,7 @@ from debuggable.interpret._checks import check_int
 FEATURES = ("spectrum", "pixels")
 
 
-def image_features(images: Any, kind: str = "spectrum", size: int = 16) -> np.ndarray:
+def image_features(images: Any, kind: str = "spectrum", size: int = 32) -> np.ndarray:
     """``(N, F)`` judge inputs for ``(N, C, H, W)`` images (see the module docstring)."""
     x = images.detach().cpu() if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
     if x.ndim != 4:
@@ -55,8 +55,8 @@ class ImageClassJudge:
         features: ``"spectrum"`` (default) or ``"pixels"``.
         size: images are average-pooled to at most ``size x size`` pixels first.
         C: inverse L2 regularisation strength of the logistic regression.
-        max_images: at most this many reference images are used (a stratified-free
-            random subset, seeded).
+        max_images: at most this many reference images are used (a uniform random
+            subset, seeded).
         seed: the subset's seed.
     """
 

@@ -19,12 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from debuggable._threads import one_cpu_thread
 from debuggable.errors import DebuggableError
 from debuggable.failures import FailureAnalysis, Group, analyze_failures
 from debuggable.failures.evidence import failure_mode_evidence
 from debuggable.failures.planted import planted_condition_check
 from debuggable.pipeline.extract_stage import open_store
-from debuggable.pipeline.stage import StageContext, one_cpu_thread
+from debuggable.pipeline.stage import StageContext
 from debuggable.pipeline.train_stage import model_roles
 from debuggable.run import FailuresConfig, RunDirectory, read_json
 

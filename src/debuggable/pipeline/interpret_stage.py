@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from debuggable._threads import one_cpu_thread
 from debuggable.errors import DebuggableError
 from debuggable.interpret import (
     AttackSettings,
@@ -50,7 +51,7 @@ from debuggable.interpret.figures import evidence_figure, image_rows
 from debuggable.layer import SparseDecisionLayer
 from debuggable.pipeline.data_stage import build_data
 from debuggable.pipeline.extract_stage import make_backbone, open_store
-from debuggable.pipeline.stage import StageContext, one_cpu_thread
+from debuggable.pipeline.stage import StageContext
 from debuggable.pipeline.train_stage import model_roles
 from debuggable.run import InterpretConfig, RunDirectory, atomic_write_json
 

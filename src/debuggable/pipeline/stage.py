@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -28,25 +27,6 @@ class StageContext:
     progress: bool = True
     log: Callable[[str], None] = print
     cache: dict[str, Any] = field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def one_cpu_thread(device: torch.device):
-    """Run torch on one intra-op thread while on CPU (restored afterwards).
-
-    For stages that run a model on a handful of images at a time: there, intra-op
-    threads cost more than they bring, and on a busy machine they stall badly (the
-    demo's interpret stage took 71 s instead of 9 s with 2 threads under a load of 4).
-    """
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 StageFn = Callable[[RunDirectory, StageContext], tuple[dict[str, Any], list[str]]]

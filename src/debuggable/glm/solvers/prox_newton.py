@@ -43,28 +43,11 @@ from dataclasses import dataclass
 
 import torch
 
+from debuggable._threads import one_cpu_thread
 from debuggable.glm._design import _power_lmax
 from debuggable.glm.datafits import Datafit
 from debuggable.glm.penalties import ElasticNet
 from debuggable.glm.solvers.fista import kron_operator, solve_quadratic_model
-
-
-@contextlib.contextmanager
-def _few_threads(G: torch.Tensor):
-    """Run the small parameter-space products on one CPU thread.
-
-    They are far too small to gain from threads, and on a busy machine OpenMP's
-    barriers make them tens of times slower.
-    """
-    if G.device.type != "cpu" or G.shape[0] > 1500:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass
@@ -211,7 +194,8 @@ class ProxNewtonSolver:
                 B = datafit.curvature(Z)
                 c = 1.0 if datafit.exact_curvature else self.c
                 L = c * LG * datafit.curvature_bound(B)
-                with _few_threads(gA):
+                # the parameter-space products are too small to gain from threads
+                with one_cpu_thread(gA.device) if gA.shape[0] <= 1500 else contextlib.nullcontext():
                     D, it = solve_quadratic_model(kron_operator(gA, B, c), g_all, WA, lam, penalty, L, inner_tol,
                                                   self.max_inner if not (force or datafit.exact_curvature) else 10 * self.max_inner)
                 n_inner += it
