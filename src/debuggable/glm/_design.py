@@ -5,7 +5,8 @@ same solver code runs on a tensor that fits on the device and on a feature-store
 reader that does not:
 
 * ``set_columns(A)``: restrict products to the working set of feature columns ``A``;
-* ``mv(V, exact=False)``: ``X_A @ V`` (``(n, K)``);
+* ``mv(V, exact=False)``: ``X_A @ V`` (``(n, K)``); ``mv_all(W)``: ``X @ W`` over all
+  features, leaving the working set as it is;
 * ``rmv(R, exact=False, full=False)``: ``X_A^T @ R`` (or ``X^T @ R`` with ``full``),
   accumulated in float64 over row blocks;
 * ``gram()``: the weighted Gram matrix of ``[X, 1]`` divided by ``n``, float64.
@@ -132,6 +133,24 @@ class InMemoryDesign:
             out[s : s + self.block] = torch.nn.functional.linear(M[s : s + self.block].to(torch.float64), V64.T.contiguous()).to(out_dtype)
         return out
 
+    def mv_all(self, W: torch.Tensor, exact: bool = False, out_dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """``X @ W`` over all ``D`` features (``W`` is ``(D, K)``), leaving the working set as it is.
+
+        Only ``W``'s non-zero rows are multiplied, except for an exact product on the
+        float64 copy, which is one product with no column copies.
+        """
+        if exact and self.dtype != torch.float64:
+            X64 = self._exact_copy()
+            if X64 is not None:
+                return torch.nn.functional.linear(X64, W.to(torch.float64).T.contiguous()).to(out_dtype)
+        saved = (self._cols, self._XA, self._pad)
+        rows = torch.nonzero(W.abs().sum(1) > 0).flatten()
+        try:
+            self.set_columns(rows)
+            return self.mv(W.index_select(0, rows), exact=exact, out_dtype=out_dtype)
+        finally:
+            self._cols, self._XA, self._pad = saved
+
     def rmv(self, R: torch.Tensor, exact: bool = False, full: bool = False) -> torch.Tensor:
         M = self.X if (full or self._pad or self._cols is None) else self._matrix()
         m = M.shape[1]
@@ -196,6 +215,15 @@ class StreamingDesign(InMemoryDesign):
 
     def set_columns(self, A: torch.Tensor | None) -> None:
         self._cols = None if (A is None or A.numel() == self.d) else A
+
+    def mv_all(self, W: torch.Tensor, exact: bool = False, out_dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        saved = self._cols
+        rows = torch.nonzero(W.abs().sum(1) > 0).flatten()
+        try:
+            self.set_columns(rows)
+            return self.mv(W.index_select(0, rows), exact=exact, out_dtype=out_dtype)
+        finally:
+            self._cols = saved
 
     def blocks(self) -> Iterator[tuple[int, torch.Tensor]]:
         self.passes += 1

@@ -134,10 +134,8 @@ class ProxNewtonSolver:
         return self._gA, self._gA_L
 
     def predictions(self, W: torch.Tensor, b: torch.Tensor, exact: bool) -> torch.Tensor:
-        """``Z = X W + b`` using only the non-zero rows of ``W``."""
-        rows = torch.nonzero(W.abs().sum(1) > 0).flatten()
-        self.design.set_columns(rows)
-        Z = self.design.mv(W.index_select(0, rows), exact=exact, out_dtype=self.work_dtype)
+        """``Z = X W + b`` over all features; the design's working set is left as it is."""
+        Z = self.design.mv_all(W, exact=exact, out_dtype=self.work_dtype)
         Z += b.to(self.work_dtype)
         return Z
 

@@ -1,0 +1,37 @@
+"""The designs' products against plain float64 matrix products."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from debuggable.glm._design import InMemoryDesign, StreamingDesign
+
+from .test_streaming import TinyReader
+
+
+def _designs(X: np.ndarray):
+    mean = torch.zeros(X.shape[1], dtype=torch.float64)
+    std = torch.ones(X.shape[1], dtype=torch.float64)
+    mem = InMemoryDesign(torch.as_tensor(X, dtype=torch.float32), None)
+    st = StreamingDesign(TinyReader(X), mean, std, None, torch.float32, torch.device("cpu"), block_rows=16)
+    return {"in_memory": mem, "streaming": st}
+
+
+@pytest.mark.parametrize("kind", ["in_memory", "streaming"])
+@pytest.mark.parametrize("exact", [False, True])
+def test_mv_all_is_the_full_product_and_keeps_the_working_set(kind, exact):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 12)).astype(np.float32)
+    W = torch.as_tensor(rng.normal(size=(12, 3)))
+    W[[1, 4, 7]] = 0  # zero rows are skipped, which must not change the product
+    design = _designs(X)[kind]
+    A = torch.tensor([0, 2, 5])
+    design.set_columns(A)
+    Z = design.mv_all(W, exact=exact)
+    expected = X.astype(np.float64) @ W.numpy()
+    np.testing.assert_allclose(Z.numpy(), expected, rtol=0, atol=1e-12 if exact else 1e-4)
+    # the working set is untouched: products still see only columns A
+    V = torch.as_tensor(rng.normal(size=(3, 3)))
+    np.testing.assert_allclose(design.mv(V, exact=True).numpy(), X[:, [0, 2, 5]].astype(np.float64) @ V.numpy(), atol=1e-12)
