@@ -55,6 +55,7 @@ from debuggable.interpret import (
 from debuggable.layer import SparseDecisionLayer
 from debuggable.pipeline.data_stage import build_data
 from debuggable.pipeline.extract_stage import make_backbone, open_store
+from debuggable.pipeline.interpret_stage import robust_partners
 from debuggable.pipeline.stage import StageContext
 from debuggable.run import RunDirectory
 
@@ -70,16 +71,6 @@ def features_by_class(layer: SparseDecisionLayer, per_class: int) -> tuple[list[
                 best[j] = (w, c)
     feats = sorted(best)
     return feats, [best[j][1] for j in feats]
-
-
-def matched_features(x: np.ndarray, r: np.ndarray, feats: list[int]) -> list[int]:
-    """For each standard feature, the robust feature with the largest Pearson correlation."""
-    xs, rs = x.std(0), r.std(0)
-    xz = (x - x.mean(0)) / np.where(xs > 0, xs, 1)
-    rz = (r - r.mean(0)) / np.where(rs > 0, rs, 1)
-    corr = xz[:, feats].T @ rz / len(x)
-    corr[:, rs == 0] = -np.inf
-    return [int(k) for k in corr.argmax(1)]
 
 
 def cluster_bootstrap(diff: np.ndarray, n_boot: int, seed: int = 0) -> tuple[float, float]:
@@ -127,7 +118,7 @@ def _bench(path: Path, args) -> int:
     feats, classes = features_by_class(layer, args.per_class)
     x = open_store(run, "inspected").split("test").to_numpy("features").astype(np.float64)
     r = open_store(run, "robust").split("test").to_numpy("features").astype(np.float64)
-    match = matched_features(x, r, feats)
+    match, _ = robust_partners(x, r, feats)
     models = {"standard": (make_backbone(run, "inspected").eval(), feats),
               "robust": (make_backbone(run, "robust").eval(), match)}
     splits = build_data(run.config, StageContext(device=torch.device("cpu"), progress=False))

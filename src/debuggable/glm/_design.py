@@ -216,14 +216,8 @@ class StreamingDesign(InMemoryDesign):
     def set_columns(self, A: torch.Tensor | None) -> None:
         self._cols = None if (A is None or A.numel() == self.d) else A
 
-    def mv_all(self, W: torch.Tensor, exact: bool = False, out_dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        saved = self._cols
-        rows = torch.nonzero(W.abs().sum(1) > 0).flatten()
-        try:
-            self.set_columns(rows)
-            return self.mv(W.index_select(0, rows), exact=exact, out_dtype=out_dtype)
-        finally:
-            self._cols = saved
+    def _exact_copy(self) -> None:
+        return None  # nothing is held in memory; exact products promote each block
 
     def blocks(self) -> Iterator[tuple[int, torch.Tensor]]:
         self.passes += 1

@@ -230,6 +230,22 @@ def _model_probe(backbone, feats: list[int], x_np: np.ndarray, sources: np.ndarr
     return out
 
 
+def robust_partners(x: np.ndarray, r: np.ndarray, feats: list[int]) -> tuple[list[int], np.ndarray]:
+    """For each standard feature ``j`` in ``feats``, the robust feature most correlated with
+    it: ``x`` (N, D) and ``r`` (N, D') are the two models' features on the same images.
+
+    Returns the partners' indices and their Pearson correlations ``(len(feats),)``;
+    constant robust features are never chosen.
+    """
+    xs, rs = x.std(0), r.std(0)
+    xz = (x - x.mean(0)) / np.where(xs > 0, xs, 1)
+    rz = (r - r.mean(0)) / np.where(rs > 0, rs, 1)
+    corr = xz[:, feats].T @ rz / len(x)  # (F, D') Pearson correlations
+    corr[:, rs == 0] = -np.inf
+    match = corr.argmax(1)
+    return [int(k) for k in match], corr[np.arange(len(feats)), match]
+
+
 def _robust_comparison(run: RunDirectory, ctx: StageContext, cfg: InterpretConfig, feats: list[int], reader, data,
                        backbone, attack: AttackSettings, vis: VisualisationSettings | None,
                        out_dir, outputs: list[str], classes: list[int], judge_data) -> dict[str, Any] | None:
@@ -240,12 +256,7 @@ def _robust_comparison(run: RunDirectory, ctx: StageContext, cfg: InterpretConfi
         return None
     rreader = rstore.split(cfg.split)
     x_np, r_np = reader.to_numpy("features").astype(np.float64), rreader.to_numpy("features").astype(np.float64)
-    xs, rs = x_np.std(0), r_np.std(0)
-    xz = (x_np - x_np.mean(0)) / np.where(xs > 0, xs, 1)
-    rz = (r_np - r_np.mean(0)) / np.where(rs > 0, rs, 1)
-    corr = xz.T @ rz / len(x_np)  # (D, D') Pearson correlations
-    corr[:, rs == 0] = -np.inf
-    match = [int(np.argmax(corr[j])) for j in feats]
+    match, corr = robust_partners(x_np, r_np, feats)
     robust = make_backbone(run, "robust").to(ctx.device).eval()
     rng = np.random.default_rng(run.config.seed)
     sources = np.sort(rng.choice(len(data), size=min(cfg.compare_images, len(data)), replace=False))
@@ -263,7 +274,7 @@ def _robust_comparison(run: RunDirectory, ctx: StageContext, cfg: InterpretConfi
     for f, (j, r) in enumerate(zip(feats, match)):
         s = slice(f * n, (f + 1) * n)
         ms, mr = std_probe["metrics"][f], rob_probe["metrics"][f]
-        rows.append({"feature": j, "robust_feature": r, "class": int(classes[f]), "correlation": float(corr[j, r]),
+        rows.append({"feature": j, "robust_feature": r, "class": int(classes[f]), "correlation": float(corr[f]),
                      "standard": ms, "robust": mr})
         fig_rows = [("images", src.float().numpy()), (f"std #{j}", std_probe["adv"][s]), (f"robust #{r}", rob_probe["adv"][s])]
         panel = [std_probe["protos"][f], rob_probe["protos"][f]]
