@@ -30,12 +30,14 @@ numbers were seen: ``spectrum`` (log power spectra) is the primary judge; ``pixe
 Prints one JSON object per line. Usage::
 
     python benchmarks/visualisation.py [--run DIR] [--per-class 3] [--seeds 5] [--steps N]
-        [--judges spectrum,pixels] [--threads 2] [--bootstrap 10000]
+        [--parametrisation fourier|pixel] [--jitter N] [--judges spectrum,pixels] [--threads 2]
+        [--bootstrap 10000]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -100,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-class", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=None, help="Adam steps (default: the run's interpret.vis_steps)")
+    ap.add_argument("--parametrisation", choices=("fourier", "pixel"), default=None,
+                    help="image parametrisation (default: the stage's, fourier); pixel with --jitter 0 is plain "
+                         "gradient ascent, the usual recipe for robust models")
+    ap.add_argument("--jitter", type=int, default=None, help="random shift in pixels per step (default: the stage's, 1)")
     ap.add_argument("--judges", default="spectrum,pixels")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--bootstrap", type=int, default=10000)
@@ -128,6 +134,10 @@ def _bench(path: Path, args) -> int:
               for name in args.judges.split(",")}
     cfg = run.config.interpret
     vis = VisualisationSettings(steps=args.steps or (cfg.vis_steps if cfg is not None and cfg.vis_steps > 0 else 64))
+    if args.parametrisation is not None:
+        vis = dataclasses.replace(vis, parametrisation=args.parametrisation)
+    if args.jitter is not None:
+        vis = dataclasses.replace(vis, jitter=args.jitter)
     shape = tuple(int(s) for s in images.shape[1:])
     scores = {name: {m: np.zeros((len(feats), args.seeds)) for m in models} for name in judges}
     for s in range(args.seeds):
@@ -138,6 +148,7 @@ def _bench(path: Path, args) -> int:
                 scores[name][m][:, s] = judge.class_probability(v, classes)
     print(json.dumps({"kind": "setup", "run": str(path), "features": feats, "classes": classes,
                       "robust_features": match, "seeds": args.seeds, "steps": vis.steps,
+                      "parametrisation": vis.parametrisation, "jitter": vis.jitter,
                       "seconds": round(time.perf_counter() - t0, 1)}))
     for name, judge in judges.items():
         std, rob = scores[name]["standard"], scores[name]["robust"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from debuggable.features import FeatureStore, extract_features
+from debuggable.features import FeatureStore, extract_features, split_fingerprint
 from debuggable.models import Backbone, load_backbone
 from debuggable.pipeline.data_stage import build_data
 from debuggable.pipeline.stage import StageContext
@@ -34,6 +34,25 @@ def make_backbone(run: RunDirectory, role: str) -> Backbone:
     return load_backbone(model_cfg.kind, **params)
 
 
+def stale_split(path: Path, split: str, backbone: Backbone, dataset: Any, *, spatial: bool) -> bool:
+    """True when the run's store at ``path`` holds ``split`` from other weights or data,
+    or without the spatial maps now asked for.
+
+    The store is this stage's own output, so such a split went stale with the train
+    stage (retrained weights) or the config and is replaced; a split from the same
+    weights and data is reused, or resumed chunk by chunk when a kill left it partial.
+    """
+    if FeatureStore.inspect_path(path) != "store":
+        return False
+    store = FeatureStore(path, mode="r")
+    if split not in store:
+        return False
+    meta = store.metadata(split)
+    if meta.get("fingerprint") != split_fingerprint(backbone, dataset)[0]:
+        return True
+    return spatial and meta.get("layout", {}).get("spatial_shape") is None
+
+
 def run_extract_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, Any], list[str]]:
     splits = build_data(run.config, ctx)
     cfg = run.config.extract
@@ -46,6 +65,10 @@ def run_extract_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, A
         for split in cfg.splits:
             ds = splits[split]
             t0 = time.perf_counter()
+            spatial = cfg.spatial and backbone.has_spatial
+            replace = stale_split(path, split, backbone, ds, spatial=spatial)
+            if replace:
+                ctx.log(f"[extract] {role}/{split}: the stored features came from other weights or settings; replacing them")
             reader = extract_features(
                 backbone,
                 ds,
@@ -53,9 +76,10 @@ def run_extract_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, A
                 split,
                 batch_size=cfg.batch_size,
                 chunk_rows=cfg.chunk_rows,
-                spatial=cfg.spatial and backbone.has_spatial,
+                spatial=spatial,
                 device=ctx.device,
                 progress=ctx.progress,
+                overwrite=replace,
             )
             seconds = time.perf_counter() - t0
             info: dict[str, Any] = {"rows": int(reader.n_rows), "feature_dim": int(reader.shape[1]),
