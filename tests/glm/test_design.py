@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from debuggable.glm._design import InMemoryDesign, StreamingDesign
+from debuggable.glm._design import InMemoryDesign, StreamingDesign, thin_rt_x
 
 from .test_streaming import TinyReader
 
@@ -35,3 +35,25 @@ def test_mv_all_is_the_full_product_and_keeps_the_working_set(kind, exact):
     # the working set is untouched: products still see only columns A
     V = torch.as_tensor(rng.normal(size=(3, 3)))
     np.testing.assert_allclose(design.mv(V, exact=True).numpy(), X[:, [0, 2, 5]].astype(np.float64) @ V.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_thin_rt_x_matches_the_plain_product_for_any_split(threads, dtype):
+    # 3,301 rows: with 2 or 3 threads the chunks leave a remainder that is added separately.
+    rng = np.random.default_rng(0)
+    R = rng.normal(size=(3301, 7))
+    X = np.maximum(rng.normal(size=(3301, 40)), 0)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = thin_rt_x(torch.as_tensor(R, dtype=dtype), torch.as_tensor(X, dtype=dtype))
+    finally:
+        torch.set_num_threads(saved)
+    assert got.shape == (7, 40) and got.dtype == dtype
+    tol = 1e-4 if dtype == torch.float32 else 1e-12
+    np.testing.assert_allclose(got.numpy(), R.T @ X, rtol=tol, atol=tol * np.abs(R.T @ X).max())
+    # a non-contiguous X (a column view) falls back to the plain product
+    Xv = torch.as_tensor(X, dtype=dtype)[:, ::2]
+    np.testing.assert_allclose(thin_rt_x(torch.as_tensor(R, dtype=dtype), Xv).numpy(), R.T @ X[:, ::2],
+                               rtol=tol, atol=tol * np.abs(R.T @ X).max())
