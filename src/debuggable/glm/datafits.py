@@ -110,6 +110,12 @@ class Datafit(ABC):
     def conjugate(self, Z: torch.Tensor, s: float) -> float:
         """``f*(s R(Z))``: the Fenchel conjugate of the datafit at the scaled residual."""
 
+    def hessian_apply(self, Z: torch.Tensor, Zd: torch.Tensor) -> torch.Tensor:
+        """``Q`` (``(n, K)``) with ``X^T Q / n`` the datafit's Hessian applied to a
+        coefficient direction whose predictions are ``Zd``: per sample, ``w_i S_i Zd_i``
+        with ``S_i`` the loss's Hessian in prediction space."""
+        raise NotImplementedError(f"{self.name}: no Hessian-vector product")
+
     def curvature_bound(self, B: torch.Tensor) -> float:
         """The largest eigenvalue of the symmetric ``B`` (with a rounding margin).
 
@@ -204,6 +210,11 @@ class Multinomial(Datafit):
         v = (PZ * Zd).sum(1) - pz * pz
         return float(self._wmean(v))
 
+    def hessian_apply(self, Z: torch.Tensor, Zd: torch.Tensor) -> torch.Tensor:
+        P = self._probs(Z).to(Zd.dtype)
+        PZ = P * Zd
+        return self.weighted(PZ - P * PZ.sum(1, keepdim=True))
+
     def conjugate(self, Z: torch.Tensor, s: float) -> float:
         # l*(theta) = sum_k q_k log q_k with q = theta + e_y; theta_i = s (p_i - e_y)
         Q = self._probs(Z).to(torch.float64) * s
@@ -256,6 +267,10 @@ class Binomial(Datafit):
     def dir_curvature(self, Z: torch.Tensor, Zd: torch.Tensor) -> float:
         p = torch.sigmoid(Z[:, 0])
         return float(self._wmean(p * (1 - p) * Zd[:, 0] ** 2))
+
+    def hessian_apply(self, Z: torch.Tensor, Zd: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(Z).to(Zd.dtype)
+        return self.weighted(p * (1 - p) * Zd)
 
     def conjugate(self, Z: torch.Tensor, s: float) -> float:
         p = torch.sigmoid(Z[:, 0]).to(torch.float64)

@@ -48,6 +48,7 @@ from debuggable.glm._design import _power_lmax
 from debuggable.glm.datafits import Datafit
 from debuggable.glm.penalties import ElasticNet
 from debuggable.glm.solvers.fista import kron_operator, solve_quadratic_model
+from debuggable.glm.solvers.newton_cg import KroneckerPreconditioner, newton_cg_direction
 
 
 @dataclass
@@ -105,14 +106,31 @@ def gradient(design, datafit: Datafit, Z: torch.Tensor, *, exact: bool, full: bo
 class ProxNewtonSolver:
     """Solves the path's lambdas one at a time on a design (in memory or streamed)."""
 
+    #: Newton-CG steps (see :meth:`_newton_cg_step`) are taken in a lambda only after this
+    #: many model steps, ...
+    CG_AFTER = 10
+    #: ... when the last ``CG_STABLE`` model steps kept the sign pattern, ...
+    CG_STABLE = 2
+    #: ... and the KKT residual is above ``CG_SLOW`` times its value ``CG_WINDOW`` steps ago
+    #: (the model steps are crawling), and above the tolerance.
+    CG_WINDOW = 5
+    CG_SLOW = 0.5
+    #: At most this many Hessian-vector products (two passes each) per Newton-CG step,
+    #: stopping early at this relative preconditioned residual.
+    CG_MAX_ITER = 30
+    CG_RTOL = 0.05
+
     def __init__(self, design, datafit: Datafit, penalty: ElasticNet, gram: torch.Tensor, *,
-                 work_dtype: torch.dtype = torch.float64, max_inner: int = 50, verbose: int = 0):
+                 work_dtype: torch.dtype = torch.float64, max_inner: int = 50, newton_cg: bool = True,
+                 verbose: int = 0):
         self.design = design
         self.datafit = datafit
         self.penalty = penalty
         self.gram = gram  # (D+1, D+1) float64
         self.work_dtype = work_dtype
         self.max_inner = max_inner
+        self.newton_cg = bool(newton_cg)
+        self._gA_eig: tuple[torch.Tensor, torch.Tensor] | None = None
         self.c = 1.0
         self.verbose = int(verbose)
         self._gA_key: tuple | None = None
@@ -131,7 +149,85 @@ class ProxNewtonSolver:
             self._gA = gA.to(self.design.dtype)
             self._gA_L = _power_lmax(gA)
             self._gA_key = key
+            self._gA_eig = None
         return self._gA, self._gA_L
+
+    def _gram_eig(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eigendecomposition of the current working set's Gram matrix (float64, cached)."""
+        if self._gA_eig is None:
+            self._gA_eig = torch.linalg.eigh(self._gA.to(torch.float64))
+        return self._gA_eig
+
+    def _newton_cg_step(self, lam: float, WA: torch.Tensor, b: torch.Tensor, Z: torch.Tensor, G: torch.Tensor,
+                        gb: torch.Tensor, B: torch.Tensor, obj: float):
+        """A Newton step on the support of ``WA`` (signs fixed), see :mod:`.newton_cg`.
+
+        The face is the support of ``WA`` plus the intercept. Entries that the step
+        would push through zero stop there: first a projected search from the full
+        step (one pass per trial for the predictions), then a backtracking search
+        from the longest sign-keeping step. Returns ``(WA, b, Z, products, t)`` after
+        an Armijo test on the true objective, or ``None`` when no descent step was
+        found.
+        """
+        datafit, penalty, design = self.datafit, self.penalty, self.design
+        m = WA.shape[0]
+        a, ridge = lam * penalty.alpha, lam * (1 - penalty.alpha)
+        face = torch.cat([WA != 0, torch.ones(1, WA.shape[1], dtype=torch.bool, device=WA.device)], 0)
+        full = face.all(1, keepdim=True) if datafit.shift_invariant else None
+
+        def centre(V: torch.Tensor) -> torch.Tensor:
+            # along "every class alike" a full row moves no prediction: row_shift handles it exactly
+            return V if full is None else V - full * V.mean(1, keepdim=True)
+
+        grad = centre(torch.cat([G + a * torch.sign(WA) + ridge * WA, gb.unsqueeze(0)], 0) * face)
+
+        def hvp(D: torch.Tensor):
+            Zd = design.mv(D[:m], out_dtype=self.work_dtype)
+            Zd += D[m].to(self.work_dtype)
+            Q = datafit.hessian_apply(Z, Zd)
+            HD = torch.cat([design.rmv(Q) / datafit.n, Q.sum(0, keepdim=True).to(torch.float64) / datafit.n], 0)
+            HD[:m] += ridge * D[:m]
+            return centre(HD * face), Zd
+
+        pre = KroneckerPreconditioner(self._gram_eig(), B, self.c, ridge, shift_invariant=datafit.shift_invariant)
+        D, ZD, used = newton_cg_direction(hvp, grad, face, lambda V: centre(pre(V) * face), max_iter=self.CG_MAX_ITER,
+                                          rtol=self.CG_RTOL)
+        if ZD is None:
+            return None
+        dec = float((grad * D).sum())
+        if not dec < 0:
+            return None
+        # the longest step that keeps every sign: entries moving towards zero stop there
+        DW = D[:m]
+        towards = (WA * DW) < 0
+        t_max = float((-WA[towards] / DW[towards]).min()) if bool(towards.any()) else float("inf")
+        if t_max < 1.0:
+            # projected search: entries that would change sign stop at zero (one pass per trial)
+            t = 1.0
+            for _ in range(6):
+                Wt = WA + t * DW
+                Wt[(Wt * WA) < 0] = 0.0
+                if datafit.shift_invariant:
+                    Wt -= penalty.row_shift(Wt, lam).unsqueeze(1)
+                Zt = Z + design.mv(Wt - WA, out_dtype=self.work_dtype)
+                Zt += t * D[m].to(self.work_dtype)
+                Ft = datafit.loss(Zt) + penalty.value(Wt, lam)
+                if Ft <= obj + 1e-4 * t * dec:
+                    return Wt, b + t * D[m], Zt, used, t
+                t *= 0.5
+        t = min(1.0, t_max)
+        for _ in range(30):
+            Wt = WA + t * DW
+            if t == t_max:
+                Wt[towards & ((Wt * WA) <= 0)] = 0.0
+            if datafit.shift_invariant:
+                Wt -= penalty.row_shift(Wt, lam).unsqueeze(1)
+            Zt = Z + t * ZD
+            Ft = datafit.loss(Zt) + penalty.value(Wt, lam)
+            if Ft <= obj + 1e-4 * t * dec:
+                return Wt, b + t * D[m], Zt, used, t
+            t *= 0.5
+        return None
 
     def predictions(self, W: torch.Tensor, b: torch.Tensor, exact: bool) -> torch.Tensor:
         """``Z = X W + b`` over all features; the design's working set is left as it is."""
@@ -174,6 +270,8 @@ class ProxNewtonSolver:
             WA = W.index_select(0, A)
             stalled = False
             iter_before = n_iter
+            stable = 0  # model steps in a row that kept the sign pattern
+            k_hist: list[float] = []  # KKT residual before each step
             while n_iter < max_iter:
                 loss, G, gb = gradient(design, datafit, Z, exact=exact_grad)
                 viol = penalty.violation(WA, G, lam)
@@ -187,6 +285,20 @@ class ProxNewtonSolver:
                     break
                 if deadline is not None and time.perf_counter() > deadline:
                     break
+                k_hist.append(k)
+                crawling = len(k_hist) > self.CG_WINDOW and k > self.CG_SLOW * k_hist[-1 - self.CG_WINDOW]
+                if (self.newton_cg and not datafit.exact_curvature and not force and crawling and k > target
+                        and stable >= self.CG_STABLE and n_iter - iter_before >= self.CG_AFTER):
+                    step = self._newton_cg_step(lam, WA, b, Z, G, gb, datafit.curvature(Z), obj)
+                    stable = 0
+                    if step is not None:
+                        WA, b, Z, used, t = step
+                        n_iter += 1
+                        n_inner += used
+                        if self.verbose >= 2:
+                            print(f"    it={n_iter} newton-cg m={m} k/t={k / target:.3g} "
+                                  f"gap/P={gap / max(abs(obj), 1e-12):.3g} products={used} t={t:.3g}")
+                        continue
                 g_all = torch.cat([G, gb.unsqueeze(0)], 0)
                 inner_tol = 0.1 * k if not force else 0.01 * k
                 B = datafit.curvature(Z)
@@ -226,6 +338,8 @@ class ProxNewtonSolver:
                 if not accepted:
                     stalled = True
                     break
+                signs_kept = bool(torch.equal(torch.sign(WA), torch.sign(WA + s * DW)))
+                stable = stable + 1 if signs_kept else 0
                 WA = WA + s * DW
                 b = b + s * Db
                 if datafit.shift_invariant:
