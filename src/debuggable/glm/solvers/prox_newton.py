@@ -19,7 +19,10 @@ Outer step at ``(W, b)`` on the working set ``A`` of feature rows:
 
 So an outer iteration costs two matrix products with the data, like one FISTA
 iteration, but captures the feature correlations that make first-order methods
-crawl on deep features. When the working set has converged (KKT residual and
+crawl on deep features. Where the model is poor (nearly separable data with many
+classes, where each sample's own curvature matters) and its steps crawl, a Newton
+step on the current support is taken instead, solved by conjugate gradients with
+exact Hessian-vector products and the model as preconditioner (:mod:`.newton_cg`). When the working set has converged (KKT residual and
 duality gap at half the tolerance), a *certificate* pass recomputes ``Z`` and the
 full gradient in float64; features outside the working set that violate the KKT
 conditions are added and the solve continues, so screening never changes the
