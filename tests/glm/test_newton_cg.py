@@ -14,14 +14,14 @@ from debuggable.glm.solvers.newton_cg import KroneckerPreconditioner, newton_cg_
 from debuggable.glm.solvers.prox_newton import ProxNewtonSolver
 
 
-@pytest.mark.parametrize("family,K", [("multinomial", 4), ("binomial", 1)])
+@pytest.mark.parametrize("family,K", [("multinomial", 4), ("binomial", 1), ("gaussian", 2)])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_hessian_apply_is_the_loss_hessian_times_a_direction(family, K, weighted):
     # oracle: torch.autograd's Hessian-vector product of the datafit's mean loss in (W, b)
     rng = np.random.default_rng(0)
     n, d = 40, 3
     X = torch.as_tensor(rng.normal(size=(n, d)))
-    y = rng.integers(0, max(K, 2), size=n)
+    y = rng.normal(size=(n, K)) if family == "gaussian" else rng.integers(0, max(K, 2), size=n)
     w = torch.as_tensor(rng.uniform(0.5, 2.0, size=n)) if weighted else None
     datafit = make_datafit(family, torch.as_tensor(y), w, torch.device("cpu"))
     W = torch.as_tensor(rng.normal(size=(d, K)))
@@ -43,6 +43,8 @@ def _mean_loss(family, Z, y, w):
     t = torch.as_tensor(y)
     if family == "multinomial":
         per = torch.logsumexp(Z, 1) - Z.gather(1, t[:, None]).squeeze(1)
+    elif family == "gaussian":
+        per = 0.5 * ((Z - t) ** 2).sum(1)
     else:
         per = torch.nn.functional.softplus(Z[:, 0]) - t.to(Z.dtype) * Z[:, 0]
     if w is not None:

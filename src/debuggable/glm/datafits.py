@@ -110,11 +110,11 @@ class Datafit(ABC):
     def conjugate(self, Z: torch.Tensor, s: float) -> float:
         """``f*(s R(Z))``: the Fenchel conjugate of the datafit at the scaled residual."""
 
+    @abstractmethod
     def hessian_apply(self, Z: torch.Tensor, Zd: torch.Tensor) -> torch.Tensor:
         """``Q`` (``(n, K)``) with ``X^T Q / n`` the datafit's Hessian applied to a
         coefficient direction whose predictions are ``Zd``: per sample, ``w_i S_i Zd_i``
         with ``S_i`` the loss's Hessian in prediction space."""
-        raise NotImplementedError(f"{self.name}: no Hessian-vector product")
 
     def curvature_bound(self, B: torch.Tensor) -> float:
         """The largest eigenvalue of the symmetric ``B`` (with a rounding margin).
@@ -314,6 +314,9 @@ class Gaussian(Datafit):
 
     def dir_curvature(self, Z: torch.Tensor, Zd: torch.Tensor) -> float:
         return float(self._wmean((Zd * Zd).sum(1)))
+
+    def hessian_apply(self, Z: torch.Tensor, Zd: torch.Tensor) -> torch.Tensor:
+        return self.weighted(Zd)  # 0.5 ||z - t||^2 per sample: S_i = I
 
     def conjugate(self, Z: torch.Tensor, s: float) -> float:
         # l*(theta) = 0.5 ||theta||^2 + theta . y with theta = s (z - y)

@@ -255,16 +255,14 @@ def _image_debug(run: RunDirectory, ctx: StageContext, cfg: DebugConfig, splits,
     insert = PatternInsertion(models, target, batch_size=256, device=ctx.device)
     results = []
     examples: dict[str, np.ndarray] = {}
-    done: dict[tuple, Any] = {}
-    first_name: dict[tuple, str] = {}
+    done: dict[tuple, tuple[Any, str]] = {}  # pasted content -> (result, first pattern's name)
     for k, pattern in enumerate(patterns):
         full = pattern.mask is None or bool(np.all(pattern.mask))  # an all-true mask pastes the whole crop
         key = (pattern.box, pattern.pixels.tobytes(), None if full else pattern.mask.tobytes())
-        same_as = first_name.get(key)
-        if key not in done:  # a feature region may be exactly the planted patch
-            done[key] = insert.attribute(images, labels.numpy(), pattern)
-            first_name[key] = pattern.name
-        res = done[key]
+        same_as = done[key][1] if key in done else None  # a feature region may be exactly the planted patch
+        if key not in done:
+            done[key] = (insert.attribute(images, labels.numpy(), pattern), pattern.name)
+        res = done[key][0]
         res = type(res)(**{**res.__dict__, "pattern": pattern})
         # Show mostly images whose prediction moved to the target, as the paper's Fig. 9.
         moved = np.flatnonzero((res.after["sparse"] == target) & (res.before["sparse"] != target))

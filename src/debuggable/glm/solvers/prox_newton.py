@@ -22,8 +22,8 @@ iteration, but captures the feature correlations that make first-order methods
 crawl on deep features. Where the model is poor (nearly separable data with many
 classes, where each sample's own curvature matters) and its steps crawl, a Newton
 step on the current support is taken instead, solved by conjugate gradients with
-exact Hessian-vector products and the model as preconditioner (:mod:`.newton_cg`). When the working set has converged (KKT residual and
-duality gap at half the tolerance), a *certificate* pass recomputes ``Z`` and the
+exact Hessian-vector products and the model as preconditioner (:mod:`.newton_cg`).
+When the working set has converged (KKT residual and duality gap at half the tolerance), a *certificate* pass recomputes ``Z`` and the
 full gradient in float64; features outside the working set that violate the KKT
 conditions are added and the solve continues, so screening never changes the
 answer. The lambda is converged only when the certificate says::
@@ -291,12 +291,13 @@ class ProxNewtonSolver:
                     break
                 if deadline is not None and time.perf_counter() > deadline:
                     break
+                B = datafit.curvature(Z)  # for the model, or the Newton-CG step's preconditioner
                 k_hist.append(k)
                 crawling = len(k_hist) > self.CG_WINDOW and k > self.CG_SLOW * k_hist[-1 - self.CG_WINDOW]
                 if (self.newton_cg and not datafit.exact_curvature and not force and crawling
                         and k > self.CG_FAR * target and stable >= self.CG_STABLE
                         and n_iter - iter_before >= self.CG_AFTER):
-                    step = self._newton_cg_step(lam, WA, b, Z, G, gb, datafit.curvature(Z), obj)
+                    step = self._newton_cg_step(lam, WA, b, Z, G, gb, B, obj)
                     stable = 0
                     if step is not None:
                         WA, b, Z, used, t = step
@@ -308,7 +309,6 @@ class ProxNewtonSolver:
                         continue
                 g_all = torch.cat([G, gb.unsqueeze(0)], 0)
                 inner_tol = 0.1 * k if not force else 0.01 * k
-                B = datafit.curvature(Z)
                 c = 1.0 if datafit.exact_curvature else self.c
                 L = c * LG * datafit.curvature_bound(B)
                 # the parameter-space products are too small to gain from threads
