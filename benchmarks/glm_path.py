@@ -157,14 +157,14 @@ def evaluate(Xs: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor
 # ----------------------------------------------------------------------------------------
 # solvers
 # ----------------------------------------------------------------------------------------
-def run_debuggable(Xs, y, grid, alpha, device, budget, dtype):
+def run_debuggable(Xs, y, grid, alpha, device, budget, dtype, verbose=1):
     from debuggable.glm import elastic_net_path
 
     t0 = time.perf_counter()
     # the solver's one line per lambda goes to stderr, so a long run shows where it is
     with redirect_stdout(sys.stderr):
         path = elastic_net_path(Xs, y.cpu().numpy(), lambdas=grid, alpha=alpha, standardize=False, device=device,
-                                dtype=dtype, max_time=budget, verbose=1)
+                                dtype=dtype, max_time=budget, verbose=verbose)
     total = time.perf_counter() - t0
     sols = [(torch.as_tensor(path.coef[i].T), torch.as_tensor(path.intercept[i]), float(path.time[i])) for i in range(len(path))]
     extra = {"converged": bool(path.converged.all()), "outer_iterations": int(path.n_iter.sum()), "solver_kkt_rel_max": float(path.kkt.max()),
@@ -251,7 +251,7 @@ def bench_one(label: str, make_data, args, device: torch.device) -> dict:
     for name in args.solvers:
         say(f"   running {name} ...")
         if name == "debuggable":
-            sols, total, extra = run_debuggable(Xs, y, grid, args.alpha, device, args.ours_budget, args.dtype)
+            sols, total, extra = run_debuggable(Xs, y, grid, args.alpha, device, args.ours_budget, args.dtype, args.verbose)
         elif name == "glm_saga":
             sols, total, extra = run_glm_saga(Xs, y, grid, args.alpha, device, args.ref_budget, args.saga_lr,
                                               args.saga_batch, args.saga_epochs, args.saga_tol)
@@ -384,6 +384,7 @@ def main(argv=None):
     ap.add_argument("--sklearn-tol", type=float, default=1e-4)
     ap.add_argument("--sklearn-max-iter", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--verbose", type=int, default=1, help="our solver's verbosity on stderr (2: every outer step)")
     ap.add_argument("--project", action="store_true", help="project the ImageNet-shaped case from row subsets")
     ap.add_argument("--project-fractions", type=float, nargs="+", default=[1 / 16, 1 / 8])
     ap.add_argument("--project-shape", default="imagenet", help="the shape to project (default imagenet: 1281167x2048x1000)")

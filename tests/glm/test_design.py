@@ -57,3 +57,22 @@ def test_thin_rt_x_matches_the_plain_product_for_any_split(threads, dtype):
     Xv = torch.as_tensor(X, dtype=dtype)[:, ::2]
     np.testing.assert_allclose(thin_rt_x(torch.as_tensor(R, dtype=dtype), Xv).numpy(), R.T @ X[:, ::2],
                                rtol=tol, atol=tol * np.abs(R.T @ X).max())
+
+
+@pytest.mark.parametrize("kind", ["in_memory", "streaming"])
+def test_weighted_grams_are_the_weighted_products_of_the_row_and_column_subsets(kind):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(70, 9)).astype(np.float32)
+    design = _designs(X)[kind]
+    # rows spanning several of the streaming design's 16-row blocks, one request with a single row
+    requests = [(np.array([0, 3, 15, 16, 17, 40, 69]), np.array([1, 4, 8])), (np.array([33]), np.array([0, 2])),
+                (np.arange(70), np.arange(9))]
+    torch_requests, expected = [], []
+    for rows, cols in requests:
+        w = rng.uniform(0.1, 2.0, size=rows.size)
+        X1 = np.hstack([X[rows][:, cols].astype(np.float64), np.ones((rows.size, 1))])
+        expected.append(X1.T @ (w[:, None] * X1))
+        torch_requests.append((torch.as_tensor(rows), torch.as_tensor(w), torch.as_tensor(cols)))
+    for got, want in zip(design.weighted_grams(torch_requests), expected):
+        assert got.dtype == torch.float64 and got.shape == want.shape
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)

@@ -194,6 +194,20 @@ class InMemoryDesign:
             G = G[self._cols]
         return G
 
+    def weighted_grams(self, requests: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        """Weighted Gram matrices of row and column subsets, with the intercept.
+
+        Args:
+            requests: ``(rows, weights, cols)`` triples: sorted sample indices ``(r,)``,
+                their weights ``(r,)`` and feature indices ``(c,)``.
+
+        Returns:
+            For each request the ``(c + 1, c + 1)`` float64 matrix
+            ``[X_rc, 1]^T diag(weights) [X_rc, 1]`` (not divided by ``n``), computed in
+            the compute dtype, ``X_rc`` being the standardised ``X[rows][:, cols]``.
+        """
+        return [_weighted_gram(self.X[rows[:, None], cols[None, :]], wts) for rows, wts, cols in requests]
+
     def gram(self) -> torch.Tensor:
         d = self.d
         G = torch.zeros(d + 1, d + 1, dtype=torch.float64, device=self.device)
@@ -281,6 +295,17 @@ class StreamingDesign(InMemoryDesign):
             acc += thin_rt_x(R[s : s + Xb.shape[0]].to(dt), Xb.to(dt)).to(torch.float64)
         return acc.T
 
+    def weighted_grams(self, requests: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        """As :meth:`InMemoryDesign.weighted_grams`, in one pass over the reader."""
+        out = [torch.zeros(c.numel() + 1, c.numel() + 1, dtype=torch.float64, device=self.device) for _, _, c in requests]
+        for s, Xb in self.blocks():
+            e = s + Xb.shape[0]
+            for acc, (rows, wts, cols) in zip(out, requests):
+                lo, hi = (int(v) for v in torch.searchsorted(rows, torch.tensor([s, e], device=rows.device)))
+                if hi > lo:
+                    acc += _weighted_gram(Xb[(rows[lo:hi] - s)[:, None], cols[None, :]], wts[lo:hi])
+        return out
+
     def gram(self) -> torch.Tensor:
         d = self.d
         G = torch.zeros(d + 1, d + 1, dtype=torch.float64, device=self.device)
@@ -297,6 +322,12 @@ class StreamingDesign(InMemoryDesign):
                 G[d, d] += b
         G[d, :d] = G[:d, d]
         return G / self.n
+
+
+def _weighted_gram(Xrc: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``[Xrc, 1]^T diag(weights) [Xrc, 1]`` in ``Xrc``'s dtype, returned as float64."""
+    X1 = torch.cat([Xrc, torch.ones(Xrc.shape[0], 1, dtype=Xrc.dtype, device=Xrc.device)], 1)
+    return ((X1 * weights.to(Xrc.dtype).unsqueeze(1)).T @ X1).to(torch.float64)
 
 
 def standardize_block(blk: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -116,6 +116,12 @@ class Datafit(ABC):
         coefficient direction whose predictions are ``Zd``: per sample, ``w_i S_i Zd_i``
         with ``S_i`` the loss's Hessian in prediction space."""
 
+    @abstractmethod
+    def diagonal_curvature(self, Z: torch.Tensor) -> torch.Tensor:
+        """``(n, K)`` float64: the diagonal of each sample's weighted prediction-space
+        Hessian, ``w_i (S_i)_kk`` (what class ``k``'s block of the Hessian weighs sample
+        ``i`` by)."""
+
     def curvature_bound(self, B: torch.Tensor) -> float:
         """The largest eigenvalue of the symmetric ``B`` (with a rounding margin).
 
@@ -215,6 +221,10 @@ class Multinomial(Datafit):
         PZ = P * Zd
         return self.weighted(PZ - P * PZ.sum(1, keepdim=True))
 
+    def diagonal_curvature(self, Z: torch.Tensor) -> torch.Tensor:
+        P = self._probs(Z).to(torch.float64)
+        return self.weighted(P * (1 - P))
+
     def conjugate(self, Z: torch.Tensor, s: float) -> float:
         # l*(theta) = sum_k q_k log q_k with q = theta + e_y; theta_i = s (p_i - e_y)
         Q = self._probs(Z).to(torch.float64) * s
@@ -272,6 +282,10 @@ class Binomial(Datafit):
         p = torch.sigmoid(Z).to(Zd.dtype)
         return self.weighted(p * (1 - p) * Zd)
 
+    def diagonal_curvature(self, Z: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(Z).to(torch.float64)
+        return self.weighted(p * (1 - p))
+
     def conjugate(self, Z: torch.Tensor, s: float) -> float:
         p = torch.sigmoid(Z[:, 0]).to(torch.float64)
         q = s * p + (1 - s) * self.t.to(torch.float64)
@@ -317,6 +331,9 @@ class Gaussian(Datafit):
 
     def hessian_apply(self, Z: torch.Tensor, Zd: torch.Tensor) -> torch.Tensor:
         return self.weighted(Zd)  # 0.5 ||z - t||^2 per sample: S_i = I
+
+    def diagonal_curvature(self, Z: torch.Tensor) -> torch.Tensor:
+        return self.weighted(torch.ones(self.n, self.K, dtype=torch.float64, device=Z.device))
 
     def conjugate(self, Z: torch.Tensor, s: float) -> float:
         # l*(theta) = 0.5 ||theta||^2 + theta . y with theta = s (z - y)
