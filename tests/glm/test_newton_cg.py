@@ -255,3 +255,24 @@ def test_class_block_newton_cg_streams_like_it_runs_in_memory(monkeypatch):
     assert "InMemoryDesign" in built and "StreamingDesign" in built
     assert mem.converged.all() and st.converged.all()
     np.testing.assert_allclose(st.objective, mem.objective, rtol=1e-6)
+
+
+def test_class_blocks_give_way_to_the_kronecker_model_when_they_would_not_fit_in_memory(monkeypatch):
+    import debuggable.glm.solvers.prox_newton as prox_newton
+
+    X, y = _near_separable(n=600, d=24, k=20, seed=4)
+    built, kron = [], []
+    update, kron_init = ClassBlockPreconditioner.update, KroneckerPreconditioner.__init__
+    monkeypatch.setattr(ClassBlockPreconditioner, "update", lambda self, *a, **kw: built.append(1) or update(self, *a, **kw))
+    monkeypatch.setattr(KroneckerPreconditioner, "__init__", lambda self, *a, **kw: kron.append(1) or kron_init(self, *a, **kw))
+    kw = dict(n_lambdas=6, lambda_min_ratio=1e-2, standardize=False)
+    path = elastic_net_path(X, y, **kw)
+    assert built and not kron
+    # 20 classes of 24 entries and the intercept: a float32 Gram and a float64 factor each
+    assert ClassBlockPreconditioner.memory_bytes(torch.ones(24, 20, dtype=torch.bool), torch.float32) == 20 * 25**2 * 12
+    built.clear()
+    monkeypatch.setattr(prox_newton, "available_memory", lambda device: 1000)
+    small = elastic_net_path(X, y, **kw)
+    assert kron and not built
+    assert path.converged.all() and small.converged.all()
+    np.testing.assert_allclose(small.objective, path.objective, rtol=2e-6)

@@ -1,5 +1,5 @@
 """A Newton step on the current support, solved by conjugate gradients with exact
-Hessian-vector products and the Gram-Kronecker model as preconditioner.
+Hessian-vector products, and its preconditioners.
 
 The proximal Newton solver's model ``c * Gram_A (x) B`` is exact for least squares but
 not for the softmax on nearly separable data: there the Hessian
@@ -8,11 +8,13 @@ is near zero for confidently fitted samples, and no single scalar ``c`` makes th
 match it (the model steps then need hundreds of iterations per lambda at K = 100). On
 a fixed support with fixed signs the penalised problem is smooth, so its Newton
 system can be solved with conjugate gradients: every iteration costs one exact
-Hessian-vector product (two passes over the data), and preconditioning by the
-(cheaply invertible) Kronecker model leaves a well-conditioned system. The solver
+Hessian-vector product (two passes over the data). The preconditioner is the
+(cheaply invertible) Kronecker model with few classes and the Hessian's per-class
+blocks with many, where the model's preconditioning leaves a poorly conditioned
+system (:class:`ClassBlockPreconditioner`). The solver
 (:meth:`ProxNewtonSolver._newton_cg_step`) takes such a step only when its model steps
-crawl with a stable sign pattern; entries the step would push through zero stop at
-zero (a projected search), and the model steps that follow let entries enter.
+crawl; entries the step would push through zero stop at zero (a projected search),
+and the model steps that follow let entries enter.
 
 Shapes: directions are ``(m + 1, K)`` (the working set's rows, then the intercept).
 """
@@ -89,6 +91,14 @@ class ClassBlockPreconditioner:
         self._grams: list[torch.Tensor | None] = []  # per class: weighted Gram / n, intercept last, no ridge
         self.samples = 0  # samples summed over by the blocks built in the last update
 
+    @staticmethod
+    def memory_bytes(entries: torch.Tensor, dtype: torch.dtype) -> int:
+        """Bytes the blocks take for a face plus near entries ``entries`` (``(m, K)`` bool):
+        per class a Gram matrix in ``dtype`` and a float64 factor, intercept included."""
+        sizes = entries.sum(0).to(torch.float64) + 1
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        return int(float((sizes * sizes).sum()) * (itemsize + 8))
+
     def update(self, design, cols: torch.Tensor, face: torch.Tensor, curvature: torch.Tensor, n: int,
                ridge: float, near: torch.Tensor | None = None) -> int:
         """Make the blocks match the face, building the Gram matrices of the classes whose
@@ -144,13 +154,14 @@ class ClassBlockPreconditioner:
                     self.samples += count
                 del vals, order, cum
             for k, G in zip(todo, design.weighted_grams(requests)):
-                self._grams[k] = G / n
+                # kept in the compute dtype the products ran in: K blocks of |F_k|^2 add up
+                self._grams[k] = (G / n).to(design.dtype)
             refactor += todo
         for k in refactor:
             kept = self._gram_cols[k]
             pos = torch.searchsorted(kept, self._face_cols[k])
             pos = torch.cat([pos, torch.tensor([kept.numel()], device=pos.device, dtype=pos.dtype)])
-            self.factors[k] = _block_factor(self._grams[k][pos][:, pos].clone(), ridge)
+            self.factors[k] = _block_factor(self._grams[k][pos][:, pos].to(torch.float64), ridge)
         return len(todo)
 
     def __call__(self, V: torch.Tensor) -> torch.Tensor:

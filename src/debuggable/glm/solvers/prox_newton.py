@@ -22,7 +22,8 @@ iteration, but captures the feature correlations that make first-order methods
 crawl on deep features. Where the model is poor (nearly separable data with many
 classes, where each sample's own curvature matters) and its steps crawl, a Newton
 step on the current support is taken instead, solved by conjugate gradients with
-exact Hessian-vector products and the model as preconditioner (:mod:`.newton_cg`).
+exact Hessian-vector products, preconditioned by the model or, with 20 classes or
+more, by the Hessian's per-class blocks (:mod:`.newton_cg`).
 When the working set has converged (KKT residual and duality gap at half the tolerance), a *certificate* pass recomputes ``Z`` and the
 full gradient in float64; features outside the working set that violate the KKT
 conditions are added and the solve continues, so screening never changes the
@@ -48,6 +49,7 @@ import torch
 
 from debuggable._threads import one_cpu_thread
 from debuggable.glm._design import _power_lmax
+from debuggable.glm._validation import available_memory
 from debuggable.glm.datafits import Datafit
 from debuggable.glm.penalties import ElasticNet
 from debuggable.glm.solvers.fista import kron_operator, solve_quadratic_model
@@ -65,6 +67,19 @@ class Certificate:
     row_violation: torch.Tensor  # (D,) per-feature violation
     gradient: torch.Tensor  # (D, K) datafit gradient
     Z: torch.Tensor
+
+
+@dataclass
+class NewtonCGStep:
+    """An accepted Newton-CG step: the new point and what it cost."""
+
+    W: torch.Tensor  # (m, K) working-set coefficients
+    b: torch.Tensor  # (K,) intercept
+    Z: torch.Tensor  # (n, K) predictions
+    products: int  # Hessian-vector products (two passes each)
+    t: float  # step length taken
+    preconditioner_s: float  # seconds to build the preconditioner
+    cg_s: float  # seconds in conjugate gradients
 
 
 @dataclass
@@ -124,15 +139,18 @@ class ProxNewtonSolver:
     CG_MAX_ITER = 30
     CG_RTOL = 0.05
     #: With at least this many outputs CG is preconditioned by the Hessian's per-class
-    #: blocks (:class:`.ClassBlockPreconditioner`), which then take a third to a half of
-    #: the Kronecker model's products; with fewer the two take about as long, and the
-    #: Kronecker model costs nothing to build.
+    #: blocks (:class:`.ClassBlockPreconditioner`), which need a tenth of the Kronecker
+    #: model's products at K = 100 (``docs/glm.md``); with few classes the two take about
+    #: as long, and the Kronecker model costs nothing to build.
     CG_BLOCK_MIN_OUTPUTS = 20
     #: The fraction of each class's curvature its block sums over.
     CG_BLOCK_MASS = 0.95
     #: A block's Gram matrix also covers the zero entries whose gradient is above this
     #: fraction of ``lam * alpha``, so it still serves when they enter the face.
     CG_BLOCK_NEAR = 0.8
+    #: The blocks are used only while they need at most this share of the device's free
+    #: memory (``K (|F_k| + 1)^2`` numbers twice; 1.2 GB at the end of 100k x 2048 x 100).
+    CG_BLOCK_MEMORY_SHARE = 0.25
 
     def __init__(self, design, datafit: Datafit, penalty: ElasticNet, gram: torch.Tensor, *,
                  work_dtype: torch.dtype = torch.float64, max_inner: int = 50, newton_cg: bool = True,
@@ -152,6 +170,7 @@ class ProxNewtonSolver:
         self._gA_L = 0.0
         self._blocks: ClassBlockPreconditioner | None = None  # the Newton-CG preconditioner, kept within a lambda
         self._blocks_lam: float | None = None
+        self._blocks_bytes = 0
 
     # -- helpers -------------------------------------------------------------------------
     def _gram_A(self, A: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -181,7 +200,7 @@ class ProxNewtonSolver:
         The face is the support of ``WA`` plus the intercept. Entries that the step
         would push through zero stop there: first a projected search from the full
         step (one pass per trial for the predictions), then a backtracking search
-        from the longest sign-keeping step. Returns ``(WA, b, Z, products, t)`` after
+        from the longest sign-keeping step. Returns the :class:`NewtonCGStep` after
         an Armijo test on the true objective, or ``None`` when no descent step was
         found.
         """
@@ -205,19 +224,26 @@ class ProxNewtonSolver:
             HD[:m] += ridge * D[:m]
             return centre(HD * face), Zd
 
-        t_pre = time.perf_counter()
+        t0 = time.perf_counter()
+        near = None
         if WA.shape[1] >= self.CG_BLOCK_MIN_OUTPUTS:
+            near = (WA == 0) & ((G + ridge * WA).abs() >= self.CG_BLOCK_NEAR * a)  # entries about to enter
+            need = ClassBlockPreconditioner.memory_bytes(face[:m] | near, design.dtype)
+            if need > self.CG_BLOCK_MEMORY_SHARE * (available_memory(design.device) + self._blocks_bytes):
+                near = None  # too large for the device: the Kronecker model instead
+        if near is not None:
             if self._blocks is None or self._blocks_lam != lam:
                 self._blocks, self._blocks_lam = ClassBlockPreconditioner(self.CG_BLOCK_MASS), lam
-            near = (WA == 0) & ((G + ridge * WA).abs() >= self.CG_BLOCK_NEAR * a)  # entries about to enter
             self._blocks.update(design, A, face, datafit.diagonal_curvature(Z), datafit.n, ridge, near=near)
+            self._blocks_bytes = need
             pre = self._blocks
         else:
+            self._blocks, self._blocks_bytes = None, 0
             pre = KroneckerPreconditioner(self._gram_eig(), B, self.c, ridge, shift_invariant=datafit.shift_invariant)
-        self._last_cg_timing = [time.perf_counter() - t_pre, time.perf_counter()]
+        t1 = time.perf_counter()
         D, ZD, used = newton_cg_direction(hvp, grad, face, lambda V: centre(pre(V) * face), max_iter=self.CG_MAX_ITER,
                                           rtol=self.CG_RTOL)
-        self._last_cg_timing[1] = time.perf_counter() - self._last_cg_timing[1]
+        timing = (t1 - t0, time.perf_counter() - t1)
         if ZD is None:
             return None
         dec = float((grad * D).sum())
@@ -239,7 +265,7 @@ class ProxNewtonSolver:
                 Zt += t * D[m].to(self.work_dtype)
                 Ft = datafit.loss(Zt) + penalty.value(Wt, lam)
                 if Ft <= obj + 1e-4 * t * dec:
-                    return Wt, b + t * D[m], Zt, used, t
+                    return NewtonCGStep(Wt, b + t * D[m], Zt, used, t, *timing)
                 t *= 0.5
         t = min(1.0, t_max)
         for _ in range(30):
@@ -251,7 +277,7 @@ class ProxNewtonSolver:
             Zt = Z + t * ZD
             Ft = datafit.loss(Zt) + penalty.value(Wt, lam)
             if Ft <= obj + 1e-4 * t * dec:
-                return Wt, b + t * D[m], Zt, used, t
+                return NewtonCGStep(Wt, b + t * D[m], Zt, used, t, *timing)
             t *= 0.5
         return None
 
@@ -318,13 +344,13 @@ class ProxNewtonSolver:
                         and n_iter - iter_before >= self.CG_AFTER):
                     step = self._newton_cg_step(lam, A, WA, b, Z, G, gb, B, obj)
                     if step is not None:
-                        WA, b, Z, used, t = step
+                        WA, b, Z = step.W, step.b, step.Z
                         n_iter += 1
-                        n_inner += used
+                        n_inner += step.products
                         if self.verbose >= 2:
                             print(f"    it={n_iter} newton-cg m={m} k/t={k / target:.3g} "
-                                  f"gap/P={gap / max(abs(obj), 1e-12):.3g} products={used} t={t:.3g} "
-                                  f"preconditioner={self._last_cg_timing[0]:.2f}s cg={self._last_cg_timing[1]:.2f}s")
+                                  f"gap/P={gap / max(abs(obj), 1e-12):.3g} products={step.products} t={step.t:.3g} "
+                                  f"preconditioner={step.preconditioner_s:.2f}s cg={step.cg_s:.2f}s")
                         continue
                 g_all = torch.cat([G, gb.unsqueeze(0)], 0)
                 inner_tol = 0.1 * k if not force else 0.01 * k
