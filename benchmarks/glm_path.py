@@ -197,6 +197,7 @@ def run_glm_saga(Xs, y, grid, alpha, device, budget, lr, batch, epochs, tol):
                                verbose=None, state=state, n_ex=n, n_classes=k, tol=tol, family="multinomial",
                                logger=lambda *a, **kw: None)
         sols.append((linear.weight.detach().T.clone().cpu(), linear.bias.detach().clone().cpu(), time.perf_counter() - t1))
+        say(f"   glm_saga: lambda {len(sols)}/{len(grid)} in {sols[-1][2]:.1f}s")
         if budget is not None and time.perf_counter() - t0 > budget:
             break
     return sols, time.perf_counter() - t0, {"lr": lr, "batch_size": batch, "max_epochs": epochs, "tol": tol}
@@ -220,6 +221,7 @@ def run_sklearn(Xs, y, grid, alpha, budget, tol, max_iter):
             warnings.simplefilter("ignore")
             clf.fit(X, yy)
         sols.append((torch.as_tensor(clf.coef_.T.copy()), torch.as_tensor(clf.intercept_.copy()), time.perf_counter() - t1))
+        say(f"   sklearn: lambda {len(sols)}/{len(grid)} in {sols[-1][2]:.1f}s")
         if budget is not None and time.perf_counter() - t0 > budget:
             break
     return sols, time.perf_counter() - t0, {"tol": tol, "max_iter": max_iter}
