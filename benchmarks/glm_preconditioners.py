@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from glm_path import standardise, synthetic_relu_features  # noqa: E402
 
 from debuggable.glm import elastic_net_path  # noqa: E402
+from debuggable.glm.solvers.newton_cg import newton_cg_direction  # noqa: E402
 
 
 def face_hessian(Xs: torch.Tensor, P: torch.Tensor, face: torch.Tensor, ridge: torch.Tensor) -> torch.Tensor:
@@ -80,25 +81,13 @@ def class_blocks_over_mass(Xs, P, face, ridge, mass: float) -> tuple[torch.Tenso
     return out, total / K
 
 
-def pcg_products(H, Minv, proj, r0, rtol) -> int:
-    x = torch.zeros_like(r0)
-    r = r0.clone()
-    z = proj @ (Minv @ r)
-    p = z.clone()
-    rz = float(r @ z)
-    stop = rtol**2 * rz
-    for it in range(1, 1000):
-        Hp = proj @ (H @ p)
-        a = rz / float(p @ Hp)
-        x += a * p
-        r -= a * Hp
-        z = proj @ (Minv @ r)
-        rz_new = float(r @ z)
-        if rz_new <= stop:
-            return it
-        p = z + rz_new / rz * p
-        rz = rz_new
-    return 1000
+def pcg_products(H, Minv, proj, rhs, rtol) -> int:
+    """Products the solver's own CG (:func:`newton_cg_direction`) needs to solve ``H x = rhs``
+    to a relative preconditioned residual ``rtol``, off the flat directions ``proj`` removes."""
+    face = torch.ones(rhs.shape[0], 1, dtype=torch.bool)
+    _, _, used = newton_cg_direction(lambda D: (proj @ (H @ D), D), -rhs.unsqueeze(1), face,
+                                     lambda V: proj @ (Minv @ V), max_iter=1000, rtol=rtol)
+    return used
 
 
 def main(argv=None):

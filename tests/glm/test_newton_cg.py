@@ -95,9 +95,8 @@ def test_class_block_preconditioner_inverts_the_hessians_class_blocks():
     face[m] = True
     design = InMemoryDesign(torch.as_tensor(X), None)  # float64, so the blocks are exact
     datafit = make_datafit("multinomial", torch.as_tensor(rng.integers(0, K, size=n)), None, torch.device("cpu"))
-    pre = ClassBlockPreconditioner(mass=1.0)  # every sample: the exact blocks
-    built = pre.update(design, torch.arange(m), torch.as_tensor(face), datafit.diagonal_curvature(torch.as_tensor(Z)),
-                       n, ridge)
+    pre = ClassBlockPreconditioner(ridge, mass=1.0)  # every sample: the exact blocks
+    built = pre.update(design, torch.arange(m), torch.as_tensor(face), datafit.diagonal_curvature(torch.as_tensor(Z)), n)
     assert built == K
     V = torch.as_tensor(rng.normal(size=(m + 1, K)))
     out = pre(V).numpy()
@@ -119,15 +118,15 @@ def test_class_block_preconditioner_rebuilds_only_classes_whose_face_leaves_the_
     near = np.zeros((m, K), dtype=bool)
     near[0, 0] = True  # ... feature 0 about to enter
     face[4, 1] = False  # class 1 without feature 4, nothing near
-    pre = ClassBlockPreconditioner(mass=1.0)
-    assert pre.update(design, cols, torch.as_tensor(face), torch.as_tensor(P1 * (1 - P1)), n, ridge,
+    pre = ClassBlockPreconditioner(ridge, mass=1.0)
+    assert pre.update(design, cols, torch.as_tensor(face), torch.as_tensor(P1 * (1 - P1)), n,
                       near=torch.as_tensor(near)) == K
     # class 0 gains feature 0 (covered), class 1 gains feature 4 (not covered), class 2 loses feature 3
     face2 = face.copy()
     face2[0, 0] = True
     face2[4, 1] = True
     face2[3, 2] = False
-    assert pre.update(design, cols, torch.as_tensor(face2), torch.as_tensor(P2 * (1 - P2)), n, ridge) == 1
+    assert pre.update(design, cols, torch.as_tensor(face2), torch.as_tensor(P2 * (1 - P2)), n) == 1
     V = torch.as_tensor(rng.normal(size=(m + 1, K)))
     out = pre(V).numpy()
     old = _face_hessian_class_blocks(X, P1, face2, ridge)  # kept Gram, at the first point's weights
@@ -147,8 +146,8 @@ def test_class_block_preconditioner_keeps_the_samples_holding_the_requested_mass
     curvature[:, 0] = torch.tensor([5.0, 0, 0, 3, 0, 0, 1, 0, 0, 1])  # total 10: 80% lies on samples 0 and 3
     curvature[:, 1] = 1.0 + 1e-3 * torch.arange(n, 0, -1)  # nearly uniform: 80% needs 8 samples
     face = torch.ones(m + 1, K, dtype=torch.bool)
-    pre = ClassBlockPreconditioner(mass=0.8)
-    pre.update(InMemoryDesign(X, None), torch.arange(m), face, curvature, n, 0.0)
+    pre = ClassBlockPreconditioner(0.0, mass=0.8)
+    pre.update(InMemoryDesign(X, None), torch.arange(m), face, curvature, n)
     assert pre.samples == 2 + 8
     X1 = torch.cat([X, torch.ones(n, 1, dtype=torch.float64)], 1)
     keep = [0, 3]

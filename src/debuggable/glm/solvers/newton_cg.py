@@ -66,7 +66,7 @@ class ClassBlockPreconditioner:
     split between two classes that coupling changes the curvature by a factor of at
     most 2, so the preconditioned system stays well conditioned where the Kronecker
     model's is not: on a 4,000 x 48 x 100 softmax near separation CG needs 6 products
-    against 68 for a 5% residual (``docs/glm.md``).
+    against 69 for a 5% residual (``docs/glm.md``).
 
     Class ``k``'s block is summed over the fewest samples holding ``mass`` of
     ``sum_i (S_i)_kk``: near separation a class's curvature sits on the few samples it
@@ -79,10 +79,13 @@ class ClassBlockPreconditioner:
     at, which only affects the preconditioning.
 
     Args:
+        ridge: added to the coefficients' (not the intercepts') diagonal of every block;
+            it is the same for every step of a lambda, and so for the kept matrices.
         mass: the fraction of each class's curvature its block keeps.
     """
 
-    def __init__(self, mass: float = 0.95):
+    def __init__(self, ridge: float, mass: float = 0.95):
+        self.ridge = float(ridge)
         self.mass = float(mass)
         self.index: list[torch.Tensor] = []  # per class: the face rows (local, intercept last)
         self.factors: list[torch.Tensor] = []  # per class: Cholesky factor of the block on the face
@@ -100,7 +103,7 @@ class ClassBlockPreconditioner:
         return int(float((sizes * sizes).sum()) * (itemsize + 8))
 
     def update(self, design, cols: torch.Tensor, face: torch.Tensor, curvature: torch.Tensor, n: int,
-               ridge: float, near: torch.Tensor | None = None) -> int:
+               near: torch.Tensor | None = None) -> int:
         """Make the blocks match the face, building the Gram matrices of the classes whose
         face left their kept one.
 
@@ -110,8 +113,6 @@ class ClassBlockPreconditioner:
             face: ``(m + 1, K)`` bool, the face (last row: the intercepts, all true).
             curvature: ``(n, K)`` float64, ``w_i (S_i)_kk`` (:meth:`Datafit.diagonal_curvature`).
             n: the number of samples the loss averages over.
-            ridge: added to the coefficients' (not the intercepts') diagonal; fixed for
-                the preconditioner's life (one lambda).
             near: ``(m, K)`` bool, entries off the face that a Gram matrix built now
                 should also cover (likely to enter the face later).
 
@@ -161,7 +162,7 @@ class ClassBlockPreconditioner:
             kept = self._gram_cols[k]
             pos = torch.searchsorted(kept, self._face_cols[k])
             pos = torch.cat([pos, torch.tensor([kept.numel()], device=pos.device, dtype=pos.dtype)])
-            self.factors[k] = _block_factor(self._grams[k][pos][:, pos].to(torch.float64), ridge)
+            self.factors[k] = _block_factor(self._grams[k][pos][:, pos].to(torch.float64), self.ridge)
         return len(todo)
 
     def __call__(self, V: torch.Tensor) -> torch.Tensor:

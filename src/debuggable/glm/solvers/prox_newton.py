@@ -225,16 +225,16 @@ class ProxNewtonSolver:
             return centre(HD * face), Zd
 
         t0 = time.perf_counter()
-        near = None
-        if WA.shape[1] >= self.CG_BLOCK_MIN_OUTPUTS:
+        use_blocks = WA.shape[1] >= self.CG_BLOCK_MIN_OUTPUTS
+        if use_blocks:
             near = (WA == 0) & ((G + ridge * WA).abs() >= self.CG_BLOCK_NEAR * a)  # entries about to enter
             need = ClassBlockPreconditioner.memory_bytes(face[:m] | near, design.dtype)
-            if need > self.CG_BLOCK_MEMORY_SHARE * (available_memory(design.device) + self._blocks_bytes):
-                near = None  # too large for the device: the Kronecker model instead
-        if near is not None:
+            # beyond the share, too large for the device: the Kronecker model instead
+            use_blocks = need <= self.CG_BLOCK_MEMORY_SHARE * (available_memory(design.device) + self._blocks_bytes)
+        if use_blocks:
             if self._blocks is None or self._blocks_lam != lam:
-                self._blocks, self._blocks_lam = ClassBlockPreconditioner(self.CG_BLOCK_MASS), lam
-            self._blocks.update(design, A, face, datafit.diagonal_curvature(Z), datafit.n, ridge, near=near)
+                self._blocks, self._blocks_lam = ClassBlockPreconditioner(ridge, self.CG_BLOCK_MASS), lam
+            self._blocks.update(design, A, face, datafit.diagonal_curvature(Z), datafit.n, near=near)
             self._blocks_bytes = need
             pre = self._blocks
         else:
