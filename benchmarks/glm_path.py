@@ -172,7 +172,14 @@ def run_debuggable(Xs, y, grid, alpha, device, budget, dtype, verbose=1):
     return sols, total, extra
 
 
-def run_glm_saga(Xs, y, grid, alpha, device, budget, lr, batch, epochs, tol):
+def run_glm_saga(Xs, y, grid, alpha, device, budget, lr, batch, epochs, tol, checkpoint=None):
+    """glm-saga's path on ``grid``; returns ``(sols, total seconds, settings)``.
+
+    ``checkpoint`` (a file path) makes the run resumable: after every lambda the weights, the
+    SAGA table state and the per-lambda times so far are saved there, and a later run with
+    the same file, data and settings continues after the last saved lambda. Each lambda's time
+    is measured in the run that solved it; the total is their sum.
+    """
     from torch.utils.data import DataLoader
 
     from glm_saga.elasticnet import IndexedTensorDataset, train_saga
@@ -186,8 +193,22 @@ def run_glm_saga(Xs, y, grid, alpha, device, budget, lr, batch, epochs, tol):
         linear.bias.zero_()
     state = None
     sols = []
+    settings = {"lr": lr, "batch_size": batch, "max_epochs": epochs, "tol": tol}
+    key = {"shape": [n, d, k], "grid": [float(v) for v in grid], "alpha": alpha, **settings,
+           "data_sum": float(Xs.double().sum()), "labels_sum": int(y.sum())}
+    if checkpoint is not None and os.path.exists(checkpoint):
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if saved["key"] != key:
+            raise SystemExit(f"--ref-checkpoint {checkpoint}: saved for other data or settings; remove it to start over")
+        sols = saved["sols"]
+        state = saved["state"]  # train_saga keeps it on the CPU between lambdas too
+        with torch.no_grad():
+            linear.weight.copy_(sols[-1][0].T)
+            linear.bias.copy_(sols[-1][1])
+        say(f"   glm_saga: resuming after lambda {len(sols)}/{len(grid)} from {checkpoint} "
+            f"({sum(s[2] for s in sols):.1f}s so far)")
     t0 = time.perf_counter()
-    for lam in grid:
+    for lam in grid[len(sols):]:
         t1 = time.perf_counter()
         with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
@@ -198,9 +219,13 @@ def run_glm_saga(Xs, y, grid, alpha, device, budget, lr, batch, epochs, tol):
                                logger=lambda *a, **kw: None)
         sols.append((linear.weight.detach().T.clone().cpu(), linear.bias.detach().clone().cpu(), time.perf_counter() - t1))
         say(f"   glm_saga: lambda {len(sols)}/{len(grid)} in {sols[-1][2]:.1f}s")
+        if checkpoint is not None:
+            tmp = checkpoint + ".tmp"
+            torch.save({"key": key, "sols": sols, "state": state}, tmp)
+            os.replace(tmp, checkpoint)
         if budget is not None and time.perf_counter() - t0 > budget:
             break
-    return sols, time.perf_counter() - t0, {"lr": lr, "batch_size": batch, "max_epochs": epochs, "tol": tol}
+    return sols, sum(s[2] for s in sols), settings
 
 
 def run_sklearn(Xs, y, grid, alpha, budget, tol, max_iter):
@@ -256,7 +281,7 @@ def bench_one(label: str, make_data, args, device: torch.device) -> dict:
             sols, total, extra = run_debuggable(Xs, y, grid, args.alpha, device, args.ours_budget, args.dtype, args.verbose)
         elif name == "glm_saga":
             sols, total, extra = run_glm_saga(Xs, y, grid, args.alpha, device, args.ref_budget, args.saga_lr,
-                                              args.saga_batch, args.saga_epochs, args.saga_tol)
+                                              args.saga_batch, args.saga_epochs, args.saga_tol, args.ref_checkpoint)
         elif name == "sklearn":
             if k < 3:
                 say("   sklearn: skipped (binary problems use a different objective there)")
@@ -375,10 +400,13 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for every solver (default: torch's)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    ap.add_argument("--ref-budget", type=float, default=1800.0, help="seconds per reference path before it stops")
+    ap.add_argument("--ref-budget", type=float, default=1800.0, help="seconds of reference solving in this run; it stops after the lambda it is in")
     ap.add_argument("--ours-budget", type=float, default=None,
                     help="seconds for our path before it stops (default: none); the comparison then uses the "
                          "lambdas both finished")
+    ap.add_argument("--ref-checkpoint", default=None,
+                    help="file to save glm-saga's state after every lambda and resume from, for paths longer "
+                         "than one sitting (one size per file)")
     ap.add_argument("--saga-lr", type=float, default=0.1)
     ap.add_argument("--saga-batch", type=int, default=256)
     ap.add_argument("--saga-epochs", type=int, default=2000)
