@@ -25,7 +25,9 @@ Examples::
 Reference solvers that exceed ``--ref-budget`` seconds (and our path, with
 ``--ours-budget``) stop after the lambda they are in; the comparison then uses the
 lambdas both finished and says so, and the speed-up is also given per finished
-lambda (``speedup_same_lambdas``).
+lambda (``speedup_same_lambdas``). ``--ref-checkpoint FILE`` lets glm-saga's path go on
+over several sittings, and ``benchmarks/glm_path_report.py`` pairs runs made apart
+(ours in one, the reference in another) and draws the comparison.
 """
 
 from __future__ import annotations
@@ -252,6 +254,47 @@ def run_sklearn(Xs, y, grid, alpha, budget, tol, max_iter):
     return sols, time.perf_counter() - t0, {"tol": tol, "max_iter": max_iter}
 
 
+def compare(label: str, ours: list[dict], ours_summary: dict, ref: str, theirs: list[dict], ref_summary: dict,
+            n_lambdas: int) -> dict:
+    """The ``"kind": "compare"`` record of our rows against a reference's (same grid), also
+    printed as one readable line on stderr.
+
+    The speed-up over the whole path is given only when both finished every lambda;
+    ``speedup_same_lambdas`` uses the lambdas both finished.
+    """
+    m = min(len(theirs), len(ours))  # the lambdas both finished
+    for a, b in zip(ours[:m], theirs[:m]):
+        if abs(a["lambda"] - b["lambda"]) > 1e-9 * abs(a["lambda"]):
+            raise SystemExit(f"{label}: lambda {a['index']} differs ({a['lambda']} vs {b['lambda']}): not the same grid")
+    rr = theirs[:m]
+    t_ours_m = sum(r["time"] for r in ours[:m])
+    t_ref_m = sum(r["time"] for r in rr)
+    d_obj = [ours[i]["objective"] - rr[i]["objective"] for i in range(m)]
+    rel = [d_obj[i] / abs(rr[i]["objective"]) for i in range(m)]
+    whole = m == n_lambdas
+    cmp = {
+        "kind": "compare", "size": label, "reference": ref, "lambdas_compared": m, "n_lambdas": n_lambdas,
+        "speedup_total": ref_summary["total_time"] / ours_summary["total_time"] if whole else None,
+        "speedup_same_lambdas": t_ref_m / max(t_ours_m, 1e-12),
+        # our duality gap certifies objective <= optimum + tol * objective (tol = 1e-6 by
+        # default), so no solver can be lower by more than that; "strict" is the raw test
+        "objective_le_reference_all": all(x <= 1e-6 * abs(rr[i]["objective"]) for i, x in enumerate(d_obj)),
+        "objective_strictly_le_reference_all": all(x <= 0 for x in d_obj),
+        "max_rel_objective_excess": max(rel),
+        "min_rel_objective_excess": min(rel),
+        "max_kkt_rel_ours": max(r["kkt_rel"] for r in ours[:m]),
+        "max_kkt_rel_reference": max(r["kkt_rel"] for r in rr),
+        "kkt_rel_reference_last": rr[-1]["kkt_rel"],
+    }
+    sp = cmp["speedup_total"] if whole else cmp["speedup_same_lambdas"]
+    say(f"   vs {ref}: {sp:.1f}x faster ({'whole path' if whole else f'first {m} lambdas'}), "
+        f"our objective <= theirs at every lambda: {cmp['objective_strictly_le_reference_all']} "
+        f"(within our 1e-6 certified gap: {cmp['objective_le_reference_all']}) "
+        f"(largest relative excess {cmp['max_rel_objective_excess']:.1e}), "
+        f"max KKT/(lam*alpha) ours {cmp['max_kkt_rel_ours']:.1e} vs theirs {cmp['max_kkt_rel_reference']:.1e}")
+    return cmp
+
+
 # ----------------------------------------------------------------------------------------
 def bench_one(label: str, make_data, args, device: torch.device) -> dict:
     """``make_data()`` returns ``(X, y)``; only the standardised copy is kept."""
@@ -305,36 +348,9 @@ def bench_one(label: str, make_data, args, device: torch.device) -> dict:
     if "debuggable" in results:
         ours = results["debuggable"]
         for ref in ("glm_saga", "sklearn"):
-            if ref not in results:
-                continue
-            m = min(len(results[ref]["rows"]), len(ours["rows"]))  # the lambdas both finished
-            rr = results[ref]["rows"][:m]
-            t_ours_m = sum(r["time"] for r in ours["rows"][:m])
-            t_ref_m = sum(r["time"] for r in rr)
-            d_obj = [ours["rows"][i]["objective"] - rr[i]["objective"] for i in range(m)]
-            rel = [d_obj[i] / abs(rr[i]["objective"]) for i in range(m)]
-            cmp = {
-                "kind": "compare", "size": label, "reference": ref, "lambdas_compared": m, "n_lambdas": args.n_lambdas,
-                "speedup_total": (results[ref]["summary"]["total_time"] / ours["summary"]["total_time"]
-                                  if m == args.n_lambdas else None),
-                "speedup_same_lambdas": t_ref_m / max(t_ours_m, 1e-12),
-                # our duality gap certifies objective <= optimum + tol * objective (tol = 1e-6 by
-                # default), so no solver can be lower by more than that; "strict" is the raw test
-                "objective_le_reference_all": all(x <= 1e-6 * abs(rr[i]["objective"]) for i, x in enumerate(d_obj)),
-                "objective_strictly_le_reference_all": all(x <= 0 for x in d_obj),
-                "max_rel_objective_excess": max(rel),
-                "min_rel_objective_excess": min(rel),
-                "max_kkt_rel_ours": max(r["kkt_rel"] for r in ours["rows"][:m]),
-                "max_kkt_rel_reference": max(r["kkt_rel"] for r in rr),
-                "kkt_rel_reference_last": rr[-1]["kkt_rel"],
-            }
-            emit(cmp)
-            sp = cmp["speedup_total"] if cmp["speedup_total"] is not None else cmp["speedup_same_lambdas"]
-            say(f"   vs {ref}: {sp:.1f}x faster ({'whole path' if cmp['speedup_total'] else f'first {m} lambdas'}), "
-                f"our objective <= theirs at every lambda: {cmp['objective_strictly_le_reference_all']} "
-                f"(within our 1e-6 certified gap: {cmp['objective_le_reference_all']}) "
-                f"(largest relative excess {cmp['max_rel_objective_excess']:.1e}), "
-                f"max KKT/(lam*alpha) ours {cmp['max_kkt_rel_ours']:.1e} vs theirs {cmp['max_kkt_rel_reference']:.1e}")
+            if ref in results:
+                emit(compare(label, ours["rows"], ours["summary"], ref, results[ref]["rows"], results[ref]["summary"],
+                             args.n_lambdas))
     return results
 
 

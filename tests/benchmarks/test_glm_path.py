@@ -54,3 +54,46 @@ def test_reference_checkpoint_refuses_other_settings(glm_path, capsys, tmp_path)
     glm_path.main(common)
     with pytest.raises(SystemExit, match="saved for other data or settings"):
         glm_path.main([*common, "--saga-lr", "0.05"])
+
+
+def _write_run(path, solver, times, objectives, kkts, lambdas, n_lambdas, size="10x2x3"):
+    with open(path, "w") as fh:
+        for i, (t, o, k, lam) in enumerate(zip(times, objectives, kkts, lambdas)):
+            fh.write(json.dumps({"kind": "lambda", "size": size, "solver": solver, "index": i, "lambda": lam,
+                                 "time": t, "objective": o, "kkt_rel": k}) + "\n")
+        fh.write(json.dumps({"kind": "solver", "size": size, "solver": solver, "total_time": sum(times),
+                             "n_lambdas_done": len(times), "n_lambdas": n_lambdas, "threads": 2}) + "\n")
+
+
+def test_report_pairs_runs_from_separate_files(monkeypatch, capsys, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import glm_path_report
+
+    lambdas = [1.0, 0.5, 0.25]
+    ours, saga_part, saga = tmp_path / "ours.jsonl", tmp_path / "saga1.jsonl", tmp_path / "saga2.jsonl"
+    _write_run(ours, "debuggable", [1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [0.0, 1e-3, 2e-3], lambdas, 3)
+    _write_run(saga_part, "glm_saga", [10.0], [3.0], [0.1], lambdas[:1], 3)
+    _write_run(saga, "glm_saga", [10.0, 20.0, 60.0], [3.0, 2.5, 1.0 + 1e-7], [0.1, 0.2, 0.3], lambdas, 3)
+    figure = tmp_path / "fig.png"
+    (rec,) = glm_path_report.main([str(ours), str(saga_part), str(saga), "--out", str(figure)])
+    assert rec["lambdas_compared"] == 3  # the complete glm-saga run, not the partial one
+    assert rec["speedup_total"] == pytest.approx(90.0 / 6.0)
+    assert rec["objective_strictly_le_reference_all"] is True
+    assert rec["max_rel_objective_excess"] == 0.0  # equal at lambda_max
+    assert rec["min_rel_objective_excess"] == pytest.approx(-0.2)  # (2.0 - 2.5) / 2.5
+    assert rec["max_kkt_rel_reference"] == 0.3
+    assert figure.stat().st_size > 10_000
+
+    (part,) = glm_path_report.main([str(ours), str(saga_part)])
+    assert part["speedup_total"] is None and part["speedup_same_lambdas"] == pytest.approx(10.0)
+
+
+def test_report_refuses_different_grids(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import glm_path_report
+
+    ours, saga = tmp_path / "ours.jsonl", tmp_path / "saga.jsonl"
+    _write_run(ours, "debuggable", [1.0, 2.0], [3.0, 2.0], [0.0, 1e-3], [1.0, 0.5], 2)
+    _write_run(saga, "glm_saga", [10.0, 20.0], [3.0, 2.5], [0.1, 0.2], [1.0, 0.4], 2)
+    with pytest.raises(SystemExit, match="not the same grid"):
+        glm_path_report.main([str(ours), str(saga)])
