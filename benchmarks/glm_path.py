@@ -45,6 +45,8 @@ from contextlib import redirect_stdout
 import numpy as np
 import torch
 
+from debuggable.run.atomic import atomic_write_file
+
 SIZES = {"small": (20_000, 512, 10), "medium": (100_000, 2048, 100), "imagenet": (1_281_167, 2048, 1000)}
 
 
@@ -196,11 +198,13 @@ def run_glm_saga(Xs, y, grid, alpha, device, budget, lr, batch, epochs, tol, che
     state = None
     sols = []
     settings = {"lr": lr, "batch_size": batch, "max_epochs": epochs, "tol": tol}
-    key = {"shape": [n, d, k], "grid": [float(v) for v in grid], "alpha": alpha, **settings,
-           "data_sum": float(Xs.double().sum()), "labels_sum": int(y.sum())}
+    # the grid starts at the data's exact lambda_max, so with the shape and labels it
+    # fingerprints the data (a sum of standardised features is ~0 for any data)
+    key = {"shape": [n, d, k], "grid": [float(v) for v in grid], "alpha": alpha, **settings, "labels_sum": int(y.sum())}
     if checkpoint is not None and os.path.exists(checkpoint):
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if saved["key"] != key:
+        # "data_sum": written by the first version of this option, not compared
+        if {name: v for name, v in saved["key"].items() if name != "data_sum"} != key:
             raise SystemExit(f"--ref-checkpoint {checkpoint}: saved for other data or settings; remove it to start over")
         sols = saved["sols"]
         state = saved["state"]  # train_saga keeps it on the CPU between lambdas too
@@ -222,9 +226,8 @@ def run_glm_saga(Xs, y, grid, alpha, device, budget, lr, batch, epochs, tol, che
         sols.append((linear.weight.detach().T.clone().cpu(), linear.bias.detach().clone().cpu(), time.perf_counter() - t1))
         say(f"   glm_saga: lambda {len(sols)}/{len(grid)} in {sols[-1][2]:.1f}s")
         if checkpoint is not None:
-            tmp = checkpoint + ".tmp"
-            torch.save({"key": key, "sols": sols, "state": state}, tmp)
-            os.replace(tmp, checkpoint)
+            record = {"key": key, "sols": sols, "state": state}
+            atomic_write_file(checkpoint, lambda tmp: torch.save(record, tmp), fsync=False)
         if budget is not None and time.perf_counter() - t0 > budget:
             break
     return sols, sum(s[2] for s in sols), settings

@@ -20,6 +20,7 @@ used (the later file on a tie).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -76,7 +77,7 @@ def plot_size(size: str, solvers: dict[str, dict], out: str) -> None:
     for name, run in solvers.items():
         idx = [r["index"] + 1 for r in run["rows"]]
         times = [r["time"] for r in run["rows"]]
-        cum = [sum(times[: i + 1]) for i in range(len(times))]
+        cum = list(itertools.accumulate(times))
         label = (f"{name} ({run['summary']['n_lambdas_done']}/{run['summary']['n_lambdas']} lambdas, "
                  f"{run['summary']['total_time']:,.0f} s)")
         kw = {"color": COLOURS.get(name), "marker": "o", "ms": 3, "label": label}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ def glm_path(monkeypatch):
     import glm_path
 
     yield glm_path
-    monkeypatch.delitem(__import__("sys").modules, "glm_path", raising=False)
+    monkeypatch.delitem(sys.modules, "glm_path", raising=False)
 
 
 def _rows(out: str, kind: str) -> list[dict]:
