@@ -87,6 +87,13 @@ def test_report_pairs_runs_from_separate_files(monkeypatch, capsys, tmp_path):
 
     (part,) = glm_path_report.main([str(ours), str(saga_part)])
     assert part["speedup_total"] is None and part["speedup_same_lambdas"] == pytest.approx(10.0)
+    # glm-saga's first lambda alone took 10 s against our whole path's 6 s
+    assert part["speedup_total_lower_bound"] == pytest.approx(10.0 / 6.0)
+    assert rec["speedup_total_lower_bound"] == pytest.approx(rec["speedup_total"])
+    # our path unfinished: no bound on the whole path
+    _write_run(ours, "debuggable", [1.0, 2.0], [3.0, 2.0], [0.0, 1e-3], lambdas[:2], 3)
+    (short,) = glm_path_report.main([str(ours), str(saga)])
+    assert short["speedup_total_lower_bound"] is None and short["speedup_same_lambdas"] == pytest.approx(10.0)
 
 
 def test_report_refuses_different_grids(monkeypatch, tmp_path):
