@@ -20,6 +20,7 @@ Examples::
     python benchmarks/glm_path.py                          # 20k x 512 x 10 and 100k x 2048 x 100
     python benchmarks/glm_path.py --size 20000x512x10 --n-lambdas 20
     python benchmarks/glm_path.py --npz feats.npz          # keys features/labels (or X/y)
+    python benchmarks/glm_path.py --store RUN/features/inspected:train   # a run's feature store
     python benchmarks/glm_path.py --size imagenet --device cuda --n-lambdas 100 --solvers debuggable
 
 Reference solvers that exceed ``--ref-budget`` seconds (and our path, with
@@ -100,6 +101,24 @@ def load_npz(path: str, device: torch.device) -> tuple[torch.Tensor, torch.Tenso
         y = np.asarray(f[yk]).astype(np.int64)
     _, y = np.unique(y, return_inverse=True)
     return X, torch.as_tensor(y, device=device)
+
+
+def load_store(spec: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``DIR[:SPLIT]``: a feature store's split (default ``train``), e.g. a demo run's
+    ``features/inspected``; returns its features and labels (relabelled 0..K-1)."""
+    from debuggable.errors import DebuggableError
+    from debuggable.features import FeatureStore
+
+    path, _, split = spec.partition(":")
+    split = split or "train"
+    try:
+        reader = FeatureStore(path).split(split)
+        X = reader.to_numpy("features").astype(np.float32, copy=False)
+        y = reader.to_numpy("labels")
+    except DebuggableError as exc:
+        raise SystemExit(f"--store {spec}: {exc}") from None
+    _, y = np.unique(y, return_inverse=True)
+    return torch.as_tensor(X, device=device), torch.as_tensor(y.astype(np.int64), device=device)
 
 
 def standardise(X: torch.Tensor) -> torch.Tensor:
@@ -422,6 +441,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", action="append", help="small, medium, imagenet or NxDxK (repeatable; default small and medium)")
     ap.add_argument("--npz", action="append", default=[], help="an .npz with features/labels (or X/y) to benchmark")
+    ap.add_argument("--store", action="append", default=[],
+                    help="DIR[:SPLIT]: a feature store's split (default train) to benchmark, e.g. a demo run's "
+                         "features/inspected")
     ap.add_argument("--n-lambdas", type=int, default=20)
     ap.add_argument("--lambda-min-ratio", type=float, default=1e-3)
     ap.add_argument("--alpha", type=float, default=0.99)
@@ -452,7 +474,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     args.solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
     device = torch.device(args.device)
-    sizes = args.size if args.size else ([] if (args.npz or args.project) else ["small", "medium"])
+    sizes = args.size if args.size else ([] if (args.npz or args.store or args.project) else ["small", "medium"])
     if args.project:
         say(f"\n== projection of the {args.project_shape} case from row subsets")
         projection(args, device)
@@ -464,6 +486,9 @@ def main(argv=None):
         bench_one(f"{n}x{d}x{k}", lambda: synthetic_relu_features(n, d, k, args.seed, device), args, device)
     for path in args.npz:
         bench_one(os.path.basename(path), lambda: load_npz(path, device), args, device)
+    for spec in args.store:
+        label = "/".join(os.path.normpath(spec.partition(":")[0]).split(os.sep)[-2:]) + ":" + (spec.partition(":")[2] or "train")
+        bench_one(label, lambda: load_store(spec, device), args, device)
 
 
 if __name__ == "__main__":

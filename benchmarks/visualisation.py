@@ -27,11 +27,21 @@ numbers were seen: ``spectrum`` (log power spectra) is the primary judge; ``pixe
 * ``robust_better``: the share of features whose seed-averaged score is higher on the
   robust model.
 
+``--init data`` runs the other recipe for robust models (Santurkar et al., 2019): start
+from a draw of a Gaussian with the training images' mean and covariance
+(:func:`debuggable.interpret.gaussian_seeds`, the same draws for both models) and climb
+the feature inside an L2 ball (:func:`debuggable.interpret.feature_attack`) of radius
+``--eps``, by default 0.103 per pixel RMS, Santurkar et al.'s eps = 40 on 224 x 224 x 3
+ImageNet images, i.e. 2.9 on 28 x 28. The seeds keep the data's layout, so for this
+recipe the ``pixels`` judge is the primary one (chosen before the numbers were seen);
+``seed`` gives the judges' score of the seeds themselves, the level ascent starts from,
+and a ``climb`` row the share of the change's energy at low spatial frequencies.
+
 Prints one JSON object per line. Usage::
 
     python benchmarks/visualisation.py [--run DIR] [--per-class 3] [--seeds 5] [--steps N]
         [--parametrisation fourier|pixel] [--jitter N] [--judges spectrum,pixels] [--threads 2]
-        [--bootstrap 10000]
+        [--bootstrap 10000] [--init noise|data [--eps E] [--attack-steps N]]
 """
 
 from __future__ import annotations
@@ -52,7 +62,10 @@ import torch
 from debuggable.interpret import (
     ImageClassJudge,
     VisualisationSettings,
+    feature_attack,
     feature_visualisation,
+    gaussian_seeds,
+    low_frequency_share,
 )
 from debuggable.layer import SparseDecisionLayer
 from debuggable.pipeline.data_stage import build_data
@@ -106,6 +119,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="image parametrisation (default: the stage's, fourier); pixel with --jitter 0 is plain "
                          "gradient ascent, the usual recipe for robust models")
     ap.add_argument("--jitter", type=int, default=None, help="random shift in pixels per step (default: the stage's, 1)")
+    ap.add_argument("--init", choices=("noise", "data"), default="noise",
+                    help="noise: feature visualisation from noise (the stage's); data: L2 ascent from Gaussian seeds "
+                         "with the training images' mean and covariance")
+    ap.add_argument("--eps", type=float, default=None,
+                    help="--init data: L2 radius (default 0.103 * sqrt(pixels), Santurkar et al.'s ImageNet ratio)")
+    ap.add_argument("--attack-steps", type=int, default=60, help="--init data: ascent steps (step 2.5 eps / steps)")
+    ap.add_argument("--figure", default=None,
+                    help="draw seed 0's images (PNG): per feature, the start (--init data), standard and robust")
     ap.add_argument("--judges", default="spectrum,pixels")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--bootstrap", type=int, default=10000)
@@ -139,30 +160,86 @@ def _bench(path: Path, args) -> int:
     if args.jitter is not None:
         vis = dataclasses.replace(vis, jitter=args.jitter)
     shape = tuple(int(s) for s in images.shape[1:])
-    scores = {name: {m: np.zeros((len(feats), args.seeds)) for m in models} for name in judges}
+    eps = args.eps if args.eps is not None else 0.103 * float(np.sqrt(np.prod(shape)))
+    scores = {name: {m: np.zeros((len(feats), args.seeds)) for m in (*models, "seed")} for name in judges}
+    drawn: dict[str, np.ndarray] = {}
+    smooth = {m: np.zeros((len(feats), args.seeds)) for m in models}  # --init data: low-frequency share of the climb
     for s in range(args.seeds):
+        start = gaussian_seeds(images, len(feats), seed=s) if args.init == "data" else None
         for m, (backbone, fs) in models.items():
-            v = feature_visualisation(backbone, fs, shape=shape, steps=vis.steps, lr=vis.lr, jitter=vis.jitter,
-                                      parametrisation=vis.parametrisation, seed=s).numpy()
+            if start is None:
+                v = feature_visualisation(backbone, fs, shape=shape, steps=vis.steps, lr=vis.lr, jitter=vis.jitter,
+                                          parametrisation=vis.parametrisation, seed=s).numpy()
+            else:
+                v = feature_attack(backbone, start, fs, eps=eps, steps=args.attack_steps,
+                                   step_size=2.5 * eps / args.attack_steps).numpy()
+                smooth[m][:, s] = low_frequency_share(v - start.numpy())
             for name, judge in judges.items():
                 scores[name][m][:, s] = judge.class_probability(v, classes)
+            if s == 0:
+                drawn[m] = v
+        if s == 0 and start is not None:
+            drawn = {"start": start.numpy(), **drawn}
+        for name, judge in judges.items():
+            scores[name]["seed"][:, s] = judge.class_probability(start.numpy(), classes) if start is not None else np.nan
+    recipe = ({"init": "noise", "steps": vis.steps, "parametrisation": vis.parametrisation, "jitter": vis.jitter}
+              if args.init == "noise" else {"init": "data", "eps": eps, "attack_steps": args.attack_steps})
     print(json.dumps({"kind": "setup", "run": str(path), "features": feats, "classes": classes,
-                      "robust_features": match, "seeds": args.seeds, "steps": vis.steps,
-                      "parametrisation": vis.parametrisation, "jitter": vis.jitter,
+                      "robust_features": match, "seeds": args.seeds, **recipe,
                       "seconds": round(time.perf_counter() - t0, 1)}))
+    if args.init == "data":
+        row = {"kind": "climb", "low_frequency_share": {m: float(v.mean()) for m, v in smooth.items()},
+               "white_noise": float(low_frequency_share(np.random.default_rng(0).normal(size=(64, *shape))).mean())}
+        print(json.dumps(row))
+        print(f"   low-frequency share of the change from the seed: standard {row['low_frequency_share']['standard']:.0%}, "
+              f"robust {row['low_frequency_share']['robust']:.0%} (white noise {row['white_noise']:.0%})", file=sys.stderr)
+    if args.figure:
+        _draw(drawn, feats, match, classes, args.figure, recipe)
     for name, judge in judges.items():
         std, rob = scores[name]["standard"], scores[name]["robust"]
         diff = rob - std
         lo, hi = cluster_bootstrap(diff, args.bootstrap)
         row = {"kind": "judge", "judge": name, "chance": judge.chance, "standard": float(std.mean()),
                "robust": float(rob.mean()), "difference": float(diff.mean()), "difference_ci95": [lo, hi],
-               "robust_better": float((diff.mean(1) > 0).mean()), "n_features": len(feats), "n_seeds": args.seeds}
+               "robust_better": float((diff.mean(1) > 0).mean()), "n_features": len(feats), "n_seeds": args.seeds,
+               "seed": None if args.init == "noise" else float(scores[name]["seed"].mean())}
         print(json.dumps(row))
         verdict = "robust better" if lo > 0 else ("standard better" if hi < 0 else "no clear difference")
-        print(f"   {name} judge: standard {row['standard']:.3f}, robust {row['robust']:.3f} (chance {judge.chance:.2f}); "
+        start = "" if row["seed"] is None else f", seeds {row['seed']:.3f}"
+        print(f"   {name} judge: standard {row['standard']:.3f}, robust {row['robust']:.3f} (chance {judge.chance:.2f}{start}); "
               f"difference {row['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]: {verdict}; robust higher on "
               f"{row['robust_better']:.0%} of {len(feats)} features", file=sys.stderr)
     return 0
+
+
+def _draw(images: dict[str, np.ndarray], feats: list[int], match: list[int], classes: list[int], out: str,
+          recipe: dict) -> None:
+    """One column per feature, one row per entry of ``images`` ((F, C, H, W) in [0, 1])."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(images)
+    fig, axes = plt.subplots(len(rows), len(feats), figsize=(0.9 * len(feats), 1.0 * len(rows) + 0.6), squeeze=False)
+    for r, name in enumerate(rows):
+        for f in range(len(feats)):
+            ax = axes[r, f]
+            img = np.transpose(images[name][f], (1, 2, 0))
+            ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"#{feats[f]}/#{match[f]}\nclass {classes[f]}", fontsize=6)
+            if f == 0:
+                ax.set_ylabel(name, fontsize=8)
+    how = ("from noise" if recipe["init"] == "noise"
+           else f"L2 ascent (eps {recipe['eps']:.1f}) from Gaussian seeds with the data's mean and covariance")
+    fig.suptitle(f"feature visualisation {how}: standard feature / robust partner", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    print(f"   figure: {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

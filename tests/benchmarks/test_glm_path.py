@@ -105,3 +105,31 @@ def test_report_refuses_different_grids(monkeypatch, tmp_path):
     _write_run(saga, "glm_saga", [10.0, 20.0], [3.0, 2.5], [0.1, 0.2], [1.0, 0.4], 2)
     with pytest.raises(SystemExit, match="not the same grid"):
         glm_path_report.main([str(ours), str(saga)])
+
+
+def test_a_feature_store_split_is_benchmarked(glm_path, capsys, tmp_path):
+    import numpy as np
+
+    from debuggable.features import FeatureStore, SplitLayout
+
+    rng = np.random.default_rng(0)
+    n, d, k = 120, 5, 3
+    y = np.arange(n) % k + 7  # labels need not start at 0
+    X = np.maximum(rng.standard_normal((n, d)) + np.eye(k, d)[y - 7] * 2, 0).astype(np.float32)
+    X[:, -1] = 1.0  # a constant (dead) feature: dropped by the standardisation
+    store = FeatureStore(tmp_path / "fs", mode="a")
+    w = store.create_split("train", SplitLayout(n_rows=n, chunk_rows=50, feature_dim=d),
+                           class_names=[str(i) for i in range(10)], fingerprint="fp")
+    for c in range(w.n_chunks):
+        lo, hi = w.chunk_bounds(c)
+        w.write_chunk(c, features=X[lo:hi], labels=y[lo:hi].astype(np.int64), fsync=False)
+    assert w.finalize(fsync=False)
+    glm_path.main(["--store", f"{tmp_path / 'fs'}:train", "--n-lambdas", "3", "--solvers", "debuggable,glm_saga",
+                   "--threads", "1"])
+    out = capsys.readouterr()
+    rows = _rows(out.out, "lambda")
+    assert {r["solver"] for r in rows} == {"debuggable", "glm_saga"} and len(rows) == 6
+    assert rows[0]["size"].endswith("/fs:train")
+    assert "n=120 d=4 k=3" in out.err
+    with pytest.raises(SystemExit, match="--store"):
+        glm_path.main(["--store", f"{tmp_path / 'fs'}:test", "--solvers", "debuggable"])

@@ -28,7 +28,7 @@ def single_thread():
 def image_config():
     return digits_config(patch_train_fraction=0.9, robust="l2", extract_batch=256,
                          interpret=InterpretConfig(per_class=2, k=6, attack_eps=1.0, attack_steps=5, vis_steps=8,
-                                                   lime_samples=40, lime_segments=9))
+                                                   lime_samples=40, lime_segments=9, seeded_vis_steps=4))
 
 
 def test_image_run_writes_cards_figures_and_the_patch_check(tmp_path, capsys):
@@ -65,6 +65,10 @@ def test_image_run_writes_cards_figures_and_the_patch_check(tmp_path, capsys):
     cmp_ = s["robust_comparison"]
     assert {r["feature"] for r in cmp_["features"]} == {j for _, j in expected}
     assert all(0 <= r["standard"]["attack_low_frequency"] <= 1 for r in cmp_["features"])
+    # both models climb from the same data-like seeds, inside eps = 0.103 * sqrt(8 * 8)
+    assert cmp_["seeded"]["eps"] == pytest.approx(0.103 * 8) and cmp_["seeded"]["judge"] == "pixels"
+    assert all(0 <= r[m]["seeded_class_probability"] <= 1 for r in cmp_["features"] for m in ("standard", "robust"))
+    assert "from data-like seeds" in out
     # The report shows the cards; rerunning skips.
     assert main(["report", str(d), "--no-progress"]) == 0
     page = (d / "report" / "index.html").read_text()

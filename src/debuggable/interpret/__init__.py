@@ -5,7 +5,8 @@
 * :func:`feature_cam`: CAM heatmaps (Barlow, Appendix B), :func:`overlay` to draw them;
 * :func:`feature_attack`: maximise a feature inside an L2 ball around real images
   (Barlow, Appendix C); :func:`feature_visualisation`: from noise, Fourier
-  parametrisation and jitter (the paper's Fig. 3); :class:`ImageClassJudge`: whether a
+  parametrisation and jitter (the paper's Fig. 3); :func:`gaussian_seeds`: class-less
+  starting images with the data's mean and covariance; :class:`ImageClassJudge`: whether a
   synthesised image looks like its class to a classifier of real images;
 * :func:`image_lime`: LIME superpixels for a feature; :func:`word_lime` and
   :func:`word_clouds` / :func:`draw_word_cloud`: LIME over words and word clouds per
@@ -36,6 +37,7 @@ from debuggable.interpret.cards import (
 from debuggable.interpret.lime_image import ImageLime, image_lime, segment_image
 from debuggable.interpret.lime_text import WordLime, remove_words, split_words, word_lime
 from debuggable.interpret.judge import ImageClassJudge
+from debuggable.interpret.seeds import gaussian_seeds
 from debuggable.interpret.visualisation import feature_visualisation, low_frequency_share
 from debuggable.interpret.wordclouds import WordCloudSet, draw_word_cloud, word_clouds
 
@@ -56,6 +58,7 @@ __all__ = [
     "draw_word_cloud",
     "feature_activation",
     "feature_attack",
+    "gaussian_seeds",
     "object_area_share",
     "perturbation_object_share",
     "feature_cam",

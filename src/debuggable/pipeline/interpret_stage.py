@@ -10,7 +10,7 @@ and the data, and writes ``evidence/``:
   visualisation and LIME superpixels, least-activating examples;
 * ``robust_<j>.png`` (images, with a robust model in the run): the same attack and a
   visualisation on the standard model's feature j and on the robust model's
-  best-matching feature;
+  best-matching feature, and both features climbed from one data-like seed;
 * ``evidence.npz`` (images): per feature j, ``top_images_<j>``, ``cams_<j>``,
   ``attacked_<j>``, ``visualisation_<j>``, ``lime_segments_<j>``, ``lime_weights_<j>``,
   ``top_indices_<j>`` ... for other tools;
@@ -24,9 +24,11 @@ robust comparison of attacks and visualisations.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from debuggable._threads import one_cpu_thread
 from debuggable.errors import DebuggableError
@@ -42,6 +44,7 @@ from debuggable.interpret import (
     feature_activation,
     feature_attack,
     feature_visualisation,
+    gaussian_seeds,
     low_frequency_share,
     object_area_share,
     perturbation_object_share,
@@ -184,7 +187,8 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 def _model_probe(backbone, feats: list[int], x_np: np.ndarray, sources: np.ndarray, data, k: int,
                  attack: AttackSettings, vis: VisualisationSettings | None, seed: int, device,
-                 judge: ImageClassJudge | None = None, classes: list[int] | None = None) -> dict[str, Any]:
+                 judge: ImageClassJudge | None = None, classes: list[int] | None = None,
+                 seeded: _Seeded | None = None) -> dict[str, Any]:
     """Attack ``sources`` towards each feature and visualise it, on one model; returns arrays and metrics."""
     n = len(sources)
     src, _ = data.batch(sources)
@@ -213,7 +217,12 @@ def _model_probe(backbone, feats: list[int], x_np: np.ndarray, sources: np.ndarr
                                        lr=vis.lr, jitter=vis.jitter, parametrisation=vis.parametrisation, seed=seed,
                                        device=device).numpy()
     judged = judge.class_probability(visual, classes) if (judge is not None and visual is not None) else None
-    out: dict[str, Any] = {"adv": adv.numpy(), "protos": protos, "visual": visual, "metrics": []}
+    climbed = seeded_judged = None
+    if seeded is not None:
+        climbed = feature_attack(backbone, seeded.starts, feats, eps=seeded.eps, steps=seeded.steps,
+                                 step_size=2.5 * seeded.eps / seeded.steps, device=device).numpy()
+        seeded_judged = seeded.judge.class_probability(climbed, classes)
+    out: dict[str, Any] = {"adv": adv.numpy(), "protos": protos, "visual": visual, "seeded": climbed, "metrics": []}
     for f, j in enumerate(feats):
         s = slice(f * n, (f + 1) * n)
         m = {"feature": int(j),
@@ -226,8 +235,21 @@ def _model_probe(backbone, feats: list[int], x_np: np.ndarray, sources: np.ndarr
             m["visualisation_correlation"] = _pearson(visual[f], protos[f])
         if judged is not None:
             m["visualisation_class_probability"] = float(judged[f])
+        if seeded_judged is not None:
+            m["seeded_class_probability"] = float(seeded_judged[f])
         out["metrics"].append(m)
     return out
+
+
+@dataclass(frozen=True)
+class _Seeded:
+    """Feature visualisation by L2 ascent from ``starts`` (F, C, H, W), one per feature,
+    judged by ``judge`` (a classifier of real images' pixels: the seeds keep the layout)."""
+
+    starts: torch.Tensor
+    eps: float
+    steps: int
+    judge: ImageClassJudge
 
 
 def robust_partners(x: np.ndarray, r: np.ndarray, feats: list[int]) -> tuple[list[int], np.ndarray]:
@@ -261,13 +283,23 @@ def _robust_comparison(run: RunDirectory, ctx: StageContext, cfg: InterpretConfi
     rng = np.random.default_rng(run.config.seed)
     sources = np.sort(rng.choice(len(data), size=min(cfg.compare_images, len(data)), replace=False))
     seed = run.config.seed
-    judge = None
+    judge = seeded = None
+    if vis is not None or cfg.seeded_vis_steps > 0:
+        images, labels = judge_data.batch(np.arange(len(judge_data)))
+        images = images.float()
     if vis is not None:
         # an independent classifier of real images' spectra says whether a visualisation looks like its class
-        images, labels = judge_data.batch(np.arange(len(judge_data)))
-        judge = ImageClassJudge(seed=seed).fit(images.float(), labels)
-    std_probe = _model_probe(backbone, feats, x_np, sources, data, cfg.k, attack, vis, seed, ctx.device, judge, classes)
-    rob_probe = _model_probe(robust, match, r_np, sources, data, cfg.k, attack, vis, seed, ctx.device, judge, classes)
+        judge = ImageClassJudge(seed=seed).fit(images, labels)
+    if cfg.seeded_vis_steps > 0:
+        # Santurkar et al. (2019): class-less seeds with the data's mean and covariance, the same for both models
+        seeded = _Seeded(starts=gaussian_seeds(images, len(feats), seed=seed),
+                         eps=cfg.seeded_vis_rms * float(np.sqrt(np.prod(images.shape[1:]))),
+                         steps=cfg.seeded_vis_steps,
+                         judge=ImageClassJudge(features="pixels", seed=seed).fit(images, labels))
+    std_probe = _model_probe(backbone, feats, x_np, sources, data, cfg.k, attack, vis, seed, ctx.device, judge, classes,
+                             seeded)
+    rob_probe = _model_probe(robust, match, r_np, sources, data, cfg.k, attack, vis, seed, ctx.device, judge, classes,
+                             seeded)
     src, _ = data.batch(sources)
     n = len(sources)
     rows = []
@@ -282,18 +314,24 @@ def _robust_comparison(run: RunDirectory, ctx: StageContext, cfg: InterpretConfi
         if vis is not None:
             panel += [std_probe["visual"][f], rob_probe["visual"][f]]
             names += ["std vis.", "rob vis."]
+        if seeded is not None:
+            panel += [seeded.starts[f].numpy(), std_probe["seeded"][f], rob_probe["seeded"][f]]
+            names += ["seed", "std from seed", "rob from seed"]
         fig_rows.append(("top mean / vis.", np.stack(panel)))
         image_rows(fig_rows, out_dir / f"robust_{j}.png", captions=[None, None, None, names])
         outputs.append(f"evidence/robust_{j}.png")
     keys = ["rise_std", "alignment", "attack_low_frequency", "attack_on_object"] + (
         ["visualisation_low_frequency", "visualisation_correlation", "visualisation_class_probability"]
-        if vis is not None else [])
+        if vis is not None else []) + (["seeded_class_probability"] if seeded is not None else [])
     mean = {model: {k: float(np.mean([row[model][k] for row in rows])) for k in keys} for model in ("standard", "robust")}
     return {"eps": attack.eps, "steps": attack.steps, "step_size": attack.step_size, "sources": sources.tolist(),
             "object_area": float(np.mean(object_area_share(src.float()))),
             "low_frequency_cutoff": 0.125, "white_noise_low_frequency": float(np.mean(low_frequency_share(
                 np.random.default_rng(0).normal(size=(64,) + tuple(src.shape[1:]))))),
             "judge_chance": judge.chance if judge is not None else None,
+            "seeded": None if seeded is None else {
+                "eps": seeded.eps, "steps": seeded.steps, "judge": "pixels", "judge_chance": seeded.judge.chance,
+                "start_class_probability": float(np.mean(seeded.judge.class_probability(seeded.starts, classes)))},
             "features": rows, "mean": mean}
 
 
@@ -394,6 +432,12 @@ def _run(run: RunDirectory, ctx: StageContext, cfg: InterpretConfig) -> tuple[di
                         f"gives the feature's class {m['standard']['visualisation_class_probability']:.2f} vs "
                         f"{m['robust']['visualisation_class_probability']:.2f} on average (chance "
                         f"{comparison['judge_chance']:.2f})")
+            if comparison["seeded"] is not None:
+                sd = comparison["seeded"]
+                ctx.log(f"[interpret] feature visualisation by L2 ascent (eps {sd['eps']:.1f}) from data-like seeds, "
+                        f"standard vs robust model: a classifier of real images' pixels gives the feature's class "
+                        f"{m['standard']['seeded_class_probability']:.2f} vs {m['robust']['seeded_class_probability']:.2f} "
+                        f"(the seeds {sd['start_class_probability']:.2f}, chance {sd['judge_chance']:.2f})")
     else:
         cards = build_feature_cards(layer, reader, data, backbone=backbone, per_class=cfg.per_class, k=cfg.k,
                                     attack=None, visualisation=None,

@@ -70,6 +70,11 @@ def _robust_part(out: SectionBuilder, run: RunDirectory, s: dict, show: list[int
            "network) gives the visualisation's class, the class that weighs the feature most positively "
            f"(chance {cmp_['judge_chance']:.2f}): whether the visualisation looks like what the feature is used for."
            if cmp_.get("judge_chance") else "")
+        + (f" From seed: both features climbed by L2 ascent (radius {sd['eps']:.1f}, {sd['steps']} steps) from the "
+           "same class-less seed, a draw of a Gaussian with the training images' mean and covariance (Santurkar et al., "
+           "2019); seed class prob.: the probability a classifier of the real images' pixels gives the feature's class "
+           f"(the seeds themselves: {sd['start_class_probability']:.2f}, chance {sd['judge_chance']:.2f})."
+           if (sd := cmp_.get("seeded")) else "")
     )
     rows = []
     for r in cmp_["features"]:
@@ -78,14 +83,16 @@ def _robust_part(out: SectionBuilder, run: RunDirectory, s: dict, show: list[int
                      st["attack_low_frequency"], rb["attack_low_frequency"],
                      st.get("attack_on_object", ""), rb.get("attack_on_object", ""),
                      st.get("visualisation_low_frequency", ""), rb.get("visualisation_low_frequency", ""),
-                     st.get("visualisation_class_probability", ""), rb.get("visualisation_class_probability", "")])
+                     st.get("visualisation_class_probability", ""), rb.get("visualisation_class_probability", ""),
+                     st.get("seeded_class_probability", ""), rb.get("seeded_class_probability", "")])
     m = cmp_["mean"]
     rows.append(["mean", "", "", m["standard"]["rise_std"], m["robust"]["rise_std"], m["standard"]["attack_low_frequency"],
                  m["robust"]["attack_low_frequency"], m["standard"].get("attack_on_object", ""),
                  m["robust"].get("attack_on_object", ""), m["standard"].get("visualisation_low_frequency", ""),
                  m["robust"].get("visualisation_low_frequency", ""),
                  m["standard"].get("visualisation_class_probability", ""),
-                 m["robust"].get("visualisation_class_probability", "")])
+                 m["robust"].get("visualisation_class_probability", ""),
+                 m["standard"].get("seeded_class_probability", ""), m["robust"].get("seeded_class_probability", "")])
     st, rb = m["standard"], m["robust"]
     more = "more" if rb["attack_low_frequency"] > st["attack_low_frequency"] else "less"
     out.paragraph(
@@ -102,17 +109,22 @@ def _robust_part(out: SectionBuilder, run: RunDirectory, s: dict, show: list[int
         + (f". The spectrum classifier gives the visualisations' classes {rb['visualisation_class_probability']:.2f} "
            f"(robust) vs {st['visualisation_class_probability']:.2f} (standard) on average, against chance "
            f"{cmp_['judge_chance']:.2f}" if "visualisation_class_probability" in st else "")
+        + (f". Climbed from the same data-like seeds, the pixel classifier gives the features' classes "
+           f"{rb['seeded_class_probability']:.2f} (robust) vs {st['seeded_class_probability']:.2f} (standard), from "
+           f"{cmp_['seeded']['start_class_probability']:.2f} for the seeds" if "seeded_class_probability" in st else "")
         + ". Judge the images below for yourself."
     )
     out.table(["feature", "robust feature", "correlation", "rise (standard)", "rise (robust)",
                "attack low-freq. (standard)", "attack low-freq. (robust)", "attack on object (standard)",
                "attack on object (robust)", "vis. low-freq. (standard)",
-               "vis. low-freq. (robust)", "vis. class prob. (standard)", "vis. class prob. (robust)"], rows)
+               "vis. low-freq. (robust)", "vis. class prob. (standard)", "vis. class prob. (robust)",
+               "seed class prob. (standard)", "seed class prob. (robust)"], rows)
     with out.figures_row():
         for j in show:
             _show(out, run, f"robust_{j}.png", f"interpret_robust_{j}",
                   f"Feature #{j} (strongest feature of a class): the images, attacked on the standard and on the "
-                  "robust model; the mean of each feature's top images and its visualisation.")
+                  "robust model; the mean of each feature's top images, its visualisation from noise and, where "
+                  "shown, the data-like seed and both features climbed from it.")
 
 
 @section("interpret", "Feature cards: what the sparse layer's features respond to", order=70, stage="interpret")

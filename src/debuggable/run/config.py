@@ -107,7 +107,10 @@ class InterpretConfig(_Section):
     ``attack_step_size``), a feature visualisation from noise (``vis_steps`` Adam steps,
     Fourier parametrisation) and LIME superpixels (``lime_segments``, ``lime_samples``);
     with a robust model in the run (``robust``), attacks on ``compare_images`` images and
-    visualisations are repeated on its best-matching feature to compare. Text: LIME word clouds
+    visualisations are repeated on its best-matching feature to compare, and both models'
+    features are also visualised by L2 ascent (``seeded_vis_steps`` steps, radius
+    ``seeded_vis_rms`` per pixel, root mean square) from shared Gaussian seeds with the
+    training images' mean and covariance (0 steps: not). Text: LIME word clouds
     (``word_lime_samples`` perturbations per sentence, ``cloud_words`` words a side) over
     the top and bottom sentences. ``enabled = false`` turns the stage off.
     """
@@ -127,6 +130,8 @@ class InterpretConfig(_Section):
     cloud_words: int = Field(20, ge=1)
     robust: bool = True
     compare_images: int = Field(4, ge=1)
+    seeded_vis_steps: int = Field(60, ge=0)
+    seeded_vis_rms: float = Field(0.103, gt=0)
 
 
 class FailureGroupConfig(_Section):
