@@ -163,3 +163,31 @@ def test_no_standardize_solves_raw_problem():
     ours = objective("multinomial", Xr, y, path.coef[2].T, path.intercept[2], lam, 0.9)
     ref, _, _ = cvxpy_solve("multinomial", Xr, y, lam, 0.9)
     assert abs(ours - ref) <= REL * ref
+
+
+def test_a_capped_working_set_gives_the_same_path(monkeypatch):
+    """With the working set capped to the previous lambda's active features, every feature
+    that enters must come in through the certificate's KKT check: the path is unchanged."""
+    import debuggable.glm.path as path_module
+    from debuggable.glm.solvers.prox_newton import ProxNewtonSolver
+
+    X, y = make_classification(400, 40, 4, seed=11)
+    monkeypatch.setattr(path_module, "_WS_MIN", 1)
+    monkeypatch.setattr(path_module, "_WS_GROWTH", 1.0)
+    sizes = []
+    solve = ProxNewtonSolver.solve
+
+    def spy(self, lam, W, b, A, **kw):
+        sizes.append(int(A.numel()))
+        return solve(self, lam, W, b, A, **kw)
+
+    monkeypatch.setattr(ProxNewtonSolver, "solve", spy)
+    path = elastic_net_path(X, y, alpha=0.99, n_lambdas=8, lambda_min_ratio=1e-2)
+    assert path.converged.all()
+    # the cap bound: some lambda started with fewer features than its solution uses
+    assert any(s < f for s, f in zip(sizes[1:], path.n_features[1:]))
+    _check_against_cvxpy("multinomial", X, y, path, 0.99, idx=(2, 5, 7))
+    Xs = standardize(X)
+    for i, lam in enumerate(path.lambdas):
+        W, b = to_standardized(path, i, X)
+        assert kkt_violation("multinomial", Xs, y, W, b, float(lam), 0.99) <= 5e-3 * lam * 0.99 + 1e-12

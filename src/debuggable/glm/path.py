@@ -43,6 +43,11 @@ from debuggable.glm.solvers.prox_newton import ProxNewtonSolver, gradient
 SOLVERS = ("auto", "in_memory", "streaming")
 _EXTRAPOLATE = True
 _EXTRAPOLATE_BYTES = 1 << 30  # keep the previous predictions for the warm start up to this size
+# The working set holds the active features and at most this many times as many
+# (at least _WS_MIN) of the strong rule's other candidates, highest score first; the
+# certificate adds any feature the cap left out that violates the KKT conditions.
+_WS_GROWTH = 1.25
+_WS_MIN = 64
 
 
 def _extrapolate(datafit, penalty, lam, cur, prev):
@@ -342,6 +347,11 @@ def elastic_net_path(
         strong = torch.nonzero(score_prev >= alpha * (2 * lam - lam_prev)).flatten()
         active = torch.nonzero(W.abs().sum(1) > 0).flatten()
         A = torch.unique(torch.cat([strong, active]))
+        cap = max(_WS_MIN, int(_WS_GROWTH * active.numel()))
+        if A.numel() > cap:
+            cand = strong[~torch.isin(strong, active)]
+            keep = cand[torch.argsort(score_prev[cand], descending=True)[: max(cap - active.numel(), 0)]]
+            A = torch.unique(torch.cat([active, keep]))
         W_prev, b_prev, Z_prev = W.clone(), b.clone(), Zcur
         if prev_point is not None and Zcur is not None and _EXTRAPOLATE:
             W, b, Zcur = _extrapolate(datafit, penalty, lam, (W, b, Zcur, lam_prev), prev_point)
