@@ -103,14 +103,19 @@ def load_npz(path: str, device: torch.device) -> tuple[torch.Tensor, torch.Tenso
     return X, torch.as_tensor(y, device=device)
 
 
+def store_spec(spec: str) -> tuple[str, str]:
+    """``DIR[:SPLIT]`` as ``(DIR, SPLIT)``; the split defaults to ``train``."""
+    path, _, split = spec.partition(":")
+    return path, split or "train"
+
+
 def load_store(spec: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """``DIR[:SPLIT]``: a feature store's split (default ``train``), e.g. a demo run's
     ``features/inspected``; returns its features and labels (relabelled 0..K-1)."""
     from debuggable.errors import DebuggableError
     from debuggable.features import FeatureStore
 
-    path, _, split = spec.partition(":")
-    split = split or "train"
+    path, split = store_spec(spec)
     try:
         reader = FeatureStore(path).split(split)
         X = reader.to_numpy("features").astype(np.float32, copy=False)
@@ -487,7 +492,8 @@ def main(argv=None):
     for path in args.npz:
         bench_one(os.path.basename(path), lambda: load_npz(path, device), args, device)
     for spec in args.store:
-        label = "/".join(os.path.normpath(spec.partition(":")[0]).split(os.sep)[-2:]) + ":" + (spec.partition(":")[2] or "train")
+        path, split = store_spec(spec)
+        label = "/".join(os.path.normpath(path).split(os.sep)[-2:]) + ":" + split
         bench_one(label, lambda: load_store(spec, device), args, device)
 
 

@@ -60,11 +60,13 @@ import numpy as np
 import torch
 
 from debuggable.interpret import (
+    SANTURKAR_RMS,
     ImageClassJudge,
     VisualisationSettings,
-    feature_attack,
+    climb_from_seeds,
     feature_visualisation,
     gaussian_seeds,
+    l2_radius,
     low_frequency_share,
 )
 from debuggable.layer import SparseDecisionLayer
@@ -160,26 +162,25 @@ def _bench(path: Path, args) -> int:
     if args.jitter is not None:
         vis = dataclasses.replace(vis, jitter=args.jitter)
     shape = tuple(int(s) for s in images.shape[1:])
-    eps = args.eps if args.eps is not None else 0.103 * float(np.sqrt(np.prod(shape)))
+    eps = args.eps if args.eps is not None else l2_radius(shape, SANTURKAR_RMS)
     scores = {name: {m: np.zeros((len(feats), args.seeds)) for m in (*models, "seed")} for name in judges}
     drawn: dict[str, np.ndarray] = {}
     smooth = {m: np.zeros((len(feats), args.seeds)) for m in models}  # --init data: low-frequency share of the climb
     for s in range(args.seeds):
         start = gaussian_seeds(images, len(feats), seed=s) if args.init == "data" else None
+        if s == 0 and start is not None:
+            drawn["start"] = start.numpy()
         for m, (backbone, fs) in models.items():
             if start is None:
                 v = feature_visualisation(backbone, fs, shape=shape, steps=vis.steps, lr=vis.lr, jitter=vis.jitter,
                                           parametrisation=vis.parametrisation, seed=s).numpy()
             else:
-                v = feature_attack(backbone, start, fs, eps=eps, steps=args.attack_steps,
-                                   step_size=2.5 * eps / args.attack_steps).numpy()
+                v = climb_from_seeds(backbone, start, fs, eps=eps, steps=args.attack_steps).numpy()
                 smooth[m][:, s] = low_frequency_share(v - start.numpy())
             for name, judge in judges.items():
                 scores[name][m][:, s] = judge.class_probability(v, classes)
             if s == 0:
                 drawn[m] = v
-        if s == 0 and start is not None:
-            drawn = {"start": start.numpy(), **drawn}
         for name, judge in judges.items():
             scores[name]["seed"][:, s] = judge.class_probability(start.numpy(), classes) if start is not None else np.nan
     recipe = ({"init": "noise", "steps": vis.steps, "parametrisation": vis.parametrisation, "jitter": vis.jitter}

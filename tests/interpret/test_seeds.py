@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from debuggable.errors import DebuggableError
-from debuggable.interpret import gaussian_seeds
+from debuggable.interpret import climb_from_seeds, gaussian_seeds, l2_radius
 
 
 def _images(n=40, seed=0):
@@ -51,3 +51,22 @@ def test_subset_when_more_images_than_max_images():
 def test_bad_input(images, kwargs, match):
     with pytest.raises(DebuggableError, match=match):
         gaussian_seeds(images, kwargs.pop("n", 2), **kwargs)
+
+
+def test_l2_radius_is_the_per_pixel_rms_times_sqrt_pixels():
+    assert l2_radius((3, 224, 224), 0.103) == pytest.approx(39.96, abs=0.01)  # Santurkar et al.'s eps 40
+    assert l2_radius((1, 28, 28)) == pytest.approx(0.103 * 28)
+
+
+def test_climb_on_a_linear_feature_reaches_the_closed_form_optimum():
+    # f(x) = <v, x>: the best point in the L2 ball is seed + eps * v / ||v|| (inside [0, 1] here)
+    from tests.interpret.conftest import DotBackbone
+
+    v = np.random.default_rng(0).normal(size=(16, 2))
+    seeds = torch.full((2, 1, 4, 4), 0.5)
+    out = climb_from_seeds(DotBackbone(v), seeds, [0, 1], eps=0.4, steps=5)
+    for f in range(2):
+        expected = 0.5 + 0.4 * v[:, f] / np.linalg.norm(v[:, f])
+        np.testing.assert_allclose(out[f].flatten().numpy(), expected, atol=1e-5)
+    with pytest.raises(DebuggableError, match="steps"):
+        climb_from_seeds(DotBackbone(v), seeds, 0, eps=0.4, steps=0)

@@ -43,9 +43,10 @@ from debuggable.glm.solvers.prox_newton import ProxNewtonSolver, gradient
 SOLVERS = ("auto", "in_memory", "streaming")
 _EXTRAPOLATE = True
 _EXTRAPOLATE_BYTES = 1 << 30  # keep the previous predictions for the warm start up to this size
-# The working set holds the active features and at most this many times as many
-# (at least _WS_MIN) of the strong rule's other candidates, highest score first; the
-# certificate adds any feature the cap left out that violates the KKT conditions.
+# The working set holds the active features and the strong rule's other survivors,
+# highest score first, up to _WS_GROWTH times the number of active features in all (at
+# least _WS_MIN); the certificate adds any feature the cap left out that violates the
+# KKT conditions.
 _WS_GROWTH = 1.25
 _WS_MIN = 64
 

@@ -37,7 +37,7 @@ from debuggable.interpret.cards import (
 from debuggable.interpret.lime_image import ImageLime, image_lime, segment_image
 from debuggable.interpret.lime_text import WordLime, remove_words, split_words, word_lime
 from debuggable.interpret.judge import ImageClassJudge
-from debuggable.interpret.seeds import gaussian_seeds
+from debuggable.interpret.seeds import SANTURKAR_RMS, climb_from_seeds, gaussian_seeds, l2_radius
 from debuggable.interpret.visualisation import feature_visualisation, low_frequency_share
 from debuggable.interpret.wordclouds import WordCloudSet, draw_word_cloud, word_clouds
 
@@ -51,14 +51,17 @@ __all__ = [
     "VisualisationSettings",
     "WordCloudSet",
     "WordLime",
+    "SANTURKAR_RMS",
     "backbone_cam",
     "build_feature_cards",
     "cam_mass_in_mask",
     "card_features",
+    "climb_from_seeds",
     "draw_word_cloud",
     "feature_activation",
     "feature_attack",
     "gaussian_seeds",
+    "l2_radius",
     "object_area_share",
     "perturbation_object_share",
     "feature_cam",

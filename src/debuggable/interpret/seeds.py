@@ -4,8 +4,8 @@ Santurkar et al. (2019, "Image synthesis with a single (robust) classifier") sta
 gradient ascent on a robust model from a sample of a Gaussian with the data's mean and
 pixel covariance: a blurry, class-less image with the data's layout, which the ascent
 turns into the pattern it maximises. White noise gives the ascent no such layout to
-start from. Ascent from these seeds inside an L2 ball is :func:`feature_attack` with a
-seed in place of a real image.
+start from. :func:`climb_from_seeds` is that ascent: :func:`feature_attack` with a seed
+in place of a real image, with a radius given per pixel by :func:`l2_radius`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ import torch
 
 from debuggable.errors import DebuggableError
 from debuggable.interpret._checks import check_int
+from debuggable.interpret.attack import feature_attack
+
+#: Santurkar et al.'s L2 radius on ImageNet (eps 40 at 224 x 224 x 3), per pixel, root mean square.
+SANTURKAR_RMS = 0.103
 
 
 def gaussian_seeds(images: Any, n: int, *, seed: int = 0, max_images: int = 10_000,
@@ -56,3 +60,23 @@ def gaussian_seeds(images: Any, n: int, *, seed: int = 0, max_images: int = 10_0
     if clip:
         draws = np.clip(draws, 0.0, 1.0)
     return torch.as_tensor(draws.reshape((n, *x.shape[1:])), dtype=torch.float32)
+
+
+def l2_radius(shape: tuple[int, ...], rms: float = SANTURKAR_RMS) -> float:
+    """The L2 radius that allows a change of ``rms`` per pixel (root mean square) on images
+    of ``shape`` (C, H, W): ``rms * sqrt(C * H * W)``."""
+    return float(rms * np.sqrt(np.prod(shape)))
+
+
+def climb_from_seeds(backbone: Any, starts: Any, feature: Any, *, eps: float, steps: int,
+                     device: Any = None) -> torch.Tensor:
+    """Feature visualisation from seeds: ``starts`` (F, C, H, W), e.g. from :func:`gaussian_seeds`,
+    each changed within an L2 ball of radius ``eps`` to raise its feature (``feature``: one
+    index, or one per seed) in ``steps`` steps of ``2.5 eps / steps`` (the usual PGD rule).
+
+    Returns:
+        (F, C, H, W) images in [0, 1], as :func:`feature_attack`.
+    """
+    steps = check_int("steps", steps, minimum=1)
+    return feature_attack(backbone, starts, feature, eps=eps, steps=steps, step_size=2.5 * eps / steps,
+                          device=device)

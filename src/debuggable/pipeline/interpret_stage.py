@@ -44,7 +44,9 @@ from debuggable.interpret import (
     feature_activation,
     feature_attack,
     feature_visualisation,
+    climb_from_seeds,
     gaussian_seeds,
+    l2_radius,
     low_frequency_share,
     object_area_share,
     perturbation_object_share,
@@ -219,8 +221,8 @@ def _model_probe(backbone, feats: list[int], x_np: np.ndarray, sources: np.ndarr
     judged = judge.class_probability(visual, classes) if (judge is not None and visual is not None) else None
     climbed = seeded_judged = None
     if seeded is not None:
-        climbed = feature_attack(backbone, seeded.starts, feats, eps=seeded.eps, steps=seeded.steps,
-                                 step_size=2.5 * seeded.eps / seeded.steps, device=device).numpy()
+        climbed = climb_from_seeds(backbone, seeded.starts, feats, eps=seeded.eps, steps=seeded.steps,
+                                   device=device).numpy()
         seeded_judged = seeded.judge.class_probability(climbed, classes)
     out: dict[str, Any] = {"adv": adv.numpy(), "protos": protos, "visual": visual, "seeded": climbed, "metrics": []}
     for f, j in enumerate(feats):
@@ -293,7 +295,7 @@ def _robust_comparison(run: RunDirectory, ctx: StageContext, cfg: InterpretConfi
     if cfg.seeded_vis_steps > 0:
         # Santurkar et al. (2019): class-less seeds with the data's mean and covariance, the same for both models
         seeded = _Seeded(starts=gaussian_seeds(images, len(feats), seed=seed),
-                         eps=cfg.seeded_vis_rms * float(np.sqrt(np.prod(images.shape[1:]))),
+                         eps=l2_radius(tuple(images.shape[1:]), cfg.seeded_vis_rms),
                          steps=cfg.seeded_vis_steps,
                          judge=ImageClassJudge(features="pixels", seed=seed).fit(images, labels))
     std_probe = _model_probe(backbone, feats, x_np, sources, data, cfg.k, attack, vis, seed, ctx.device, judge, classes,
