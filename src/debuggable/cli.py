@@ -1,4 +1,5 @@
-"""The ``debuggable`` command: one sub-command per stage, plus ``demo``, ``run``, ``init`` and ``status``.
+"""The ``debuggable`` command: one sub-command per stage, plus ``demo``, ``run``, ``init``, ``status`` and
+``study`` (the human studies: create, serve, status, export, simulate, score).
 
 Every stage sub-command takes a ``run.toml`` (or the run directory holding one),
 runs the stages it depends on when they are not done yet, and skips work that is
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     from debuggable.pipeline.explain_tests_stage import STAGE_ALIASES, add_explain_tests_options
 
     for stage in STAGES:
+        if stage.name == "studies":  # `debuggable study create` runs it, beside the study app's commands
+            continue
         aliases = [a for a, name in STAGE_ALIASES.items() if name == stage.name]
         p = sub.add_parser(stage.name, help=stage.help, aliases=aliases)
         p.add_argument("config", help="run.toml, or a run directory holding one")
@@ -61,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show which stages of a run are done, partial or stale")
     status.add_argument("config", help="run.toml, or a run directory holding one")
+
+    from debuggable.studies.commands import add_study_parser
+
+    add_study_parser(sub)
     return parser
 
 
@@ -89,6 +96,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         target.write_text(dumps_config(config), encoding="utf-8")
         print(f"wrote {target}; edit it, then run `debuggable run {target}`")
         return 0
+
+    if args.command == "study":
+        from debuggable.studies.commands import run_study_command
+
+        return run_study_command(args)
 
     if args.command == "status":
         run = RunDirectory.open(args.config)

@@ -26,6 +26,7 @@ from debuggable.pipeline.fit_stage import run_fit_stage
 from debuggable.pipeline.interpret_stage import check_interpret_config, interpret_applies, run_interpret_stage
 from debuggable.pipeline.report_stage import run_report_stage
 from debuggable.pipeline.stage import Stage, StageContext, run_stage
+from debuggable.pipeline.studies_stage import check_studies_config, run_studies_stage, studies_applies
 from debuggable.pipeline.train_stage import model_roles, needs_training, run_train_stage, train_config
 from debuggable.run import (
     BugConfig,
@@ -41,6 +42,14 @@ from debuggable.run import (
     ReportConfig,
     RunConfig,
     RunDirectory,
+    StudiesConfig,
+)
+from debuggable.run.config import (
+    DescriptionStudyConfig,
+    FailureReviewStudyConfig,
+    MisclassificationStudyConfig,
+    SimulatedAnnotatorsConfig,
+    SimulationStudyConfig,
 )
 
 STAGES: list[Stage] = [
@@ -69,8 +78,12 @@ STAGES: list[Stage] = [
     Stage("explain_tests", "explain_tests", ("data", "model", "explain_tests"), ("data", "train"),
           run_explain_tests_stage, applies=explain_tests_applies,
           help="which attribution methods reveal which planted bugs: the method x bug table with confidence intervals"),
+    Stage("studies", "studies", ("data", "model", "robust_model", "extract", "glm", "evaluate", "interpret", "failures",
+                                 "studies"), ("evaluate", "interpret", "failures"), run_studies_stage,
+          applies=studies_applies,
+          help="human studies from the finished run: task generators, assignment, database (see `debuggable study`)"),
     Stage("report", "report", ("report",), ("data", "train", "extract", "fit", "evaluate", "failures", "debug",
-                                            "explain_tests", "interpret"), run_report_stage,
+                                            "explain_tests", "interpret", "studies"), run_report_stage,
           help="build the static HTML report of everything the run produced"),
 ]
 _BY_NAME = {s.name: s for s in STAGES}
@@ -144,6 +157,16 @@ def demo_config() -> RunConfig:
                            "gradient_shap": {"n_samples": 8}, "occlusion": {"window": 4, "stride": 4}},
             train={"epochs": 4, "batch_size": 64, "lr": 3e-3, "optimizer": "adam"}, train_limit_per_class=150,
         ),
+        # All five human studies, sized for 6 annotators with 3 answers per task, answered by
+        # simulated annotators (2 oracles, 2 noisy oracles, 2 guessers) through the web app.
+        studies=StudiesConfig(
+            annotators=6, replication=3, checks_per_annotator=2,
+            simulation=SimulationStudyConfig(tasks=20),
+            misclassification=MisclassificationStudyConfig(tasks=20),
+            description=DescriptionStudyConfig(groups=2, features=2),
+            failure_review=FailureReviewStudyConfig(groups=2),
+            simulate=SimulatedAnnotatorsConfig(oracle=2, noisy=2, random=2, noisy_accuracy=0.6),
+        ),
     )
 
 
@@ -196,6 +219,7 @@ def text_demo_config() -> RunConfig:
                           probe_candidates=3, n_words=30),
         report=ReportConfig(title="debuggable text demo: MiniLM features of VADER movie snippets with a planted trigger"),
         interpret=InterpretConfig(split="test", per_class=3, k=6, word_lime_samples=24, cloud_words=20),
+        studies=None,  # the five studies show images
     )
 
 
@@ -253,6 +277,7 @@ def validate(config: RunConfig) -> None:
     check_failures_config(config)
     check_debug_config(config)
     check_interpret_config(config)
+    check_studies_config(config)
     check_explain_tests_config(config)
     unknown = [s for s in config.extract.splits if s not in ("train", "val", "test") and not s.startswith("test_")]
     if unknown:

@@ -274,6 +274,113 @@ class ExplainTestsConfig(_Section):
     batch_size: int = Field(64, ge=1)
 
 
+StudyKind = Literal["simulation", "spurious", "misclassification", "description", "failure_review"]
+
+
+class SimulationStudyConfig(_Section):
+    """The simulation study (001 Sec. 3.3): ``tasks`` per condition (dense, sparse); each
+    shows ``features`` features drawn among the target class's ``top_k`` strongest
+    (|standardised weight|), with their weights, feature visualisations and
+    ``feature_images`` most-activating ``evidence_split`` images, and ``images``
+    ``candidate_split`` images whose target-class probability is at least
+    ``min_probability``, spread over its range, the best ahead of the next by
+    ``min_gap``."""
+
+    tasks: int = Field(30, ge=1)
+    features: int = Field(5, ge=1)
+    top_k: int = Field(10, ge=1)
+    feature_images: int = Field(4, ge=0)
+    images: int = Field(3, ge=2, le=6)
+    min_probability: float = Field(0.05, ge=0, lt=1)
+    min_gap: float = Field(0.05, ge=0, lt=1)
+    candidate_split: str = "val"
+    evidence_split: str = "test"
+
+
+class SpuriousStudyConfig(_Section):
+    """The spurious-correlation study (001 Sec. 4.1): for each class, its ``per_class``
+    strongest positive features (sparse and dense layer), ``images`` top-activating
+    ``split`` images of the class and of the other class the feature fires on most."""
+
+    per_class: int = Field(1, ge=1)
+    images: int = Field(3, ge=1, le=8)
+    split: str = "test"
+
+
+class MisclassificationStudyConfig(_Section):
+    """The misclassification study (001 Sec. 4.3): up to ``tasks`` errors of the sparse
+    layer on ``split`` that removing one feature fixes, each shown with the top feature
+    of its true class and of its predicted class (condition ``problematic``) or a random
+    used feature instead of the latter (condition ``random``), with ``feature_images``
+    most-activating images per feature."""
+
+    tasks: int = Field(30, ge=1)
+    feature_images: int = Field(4, ge=0)
+    split: str = "test"
+
+
+class DescriptionStudyConfig(_Section):
+    """The feature-description study (002 Sec. 8): per grouping of the failure analysis,
+    ``groups`` groups (highest, middle and lowest error rate in turn) and their
+    ``features`` highest-mutual-information robust features, each shown as ``images``
+    most-activating images of the group (A), their heatmaps (B) and feature attacks (C)."""
+
+    groups: int = Field(3, ge=1)
+    features: int = Field(3, ge=1)
+    images: int = Field(6, ge=1, le=12)
+
+
+class FailureReviewStudyConfig(_Section):
+    """The failure-mode review (002 Sec. 9): per grouping, the ``groups`` groups whose
+    depth-``depth`` tree gains most error rate on its top leaf, shown as the tree with
+    ER/EC per node, the split features' ``images`` most-activating images, heatmaps and
+    feature attacks, and failures of the top leaf."""
+
+    groups: int = Field(3, ge=1)
+    depth: int = Field(2, ge=1, le=4)
+    images: int = Field(5, ge=1, le=12)
+
+
+class SimulatedAnnotatorsConfig(_Section):
+    """Simulated annotators that answer every study through the web app's HTTP API, for
+    demos and tests (never for a real study): ``oracle`` annotators answer as the model
+    does, ``noisy`` ones do so with probability ``noisy_accuracy`` and guess otherwise,
+    ``random`` ones guess everything."""
+
+    oracle: int = Field(2, ge=0)
+    noisy: int = Field(2, ge=0)
+    random: int = Field(2, ge=0)
+    noisy_accuracy: float = Field(0.6, ge=0, le=1)
+
+
+class StudiesConfig(_Section):
+    """Human studies (``debuggable.studies``) generated from the finished run.
+
+    ``kinds`` says which studies to make; each task is answered by ``replication``
+    of the ``annotators`` annotators of its study (every condition balanced across
+    them), with ``checks_per_annotator`` attention checks mixed into each annotator's
+    seeded random order. Answers go to ``database`` (an SQLAlchemy URL; default an
+    SQLite file in ``studies/``). Annotators who answer fewer than
+    ``min_check_accuracy`` of their attention checks correctly are excluded from the
+    scores. ``simulate`` answers the studies with simulated annotators (the demo).
+    """
+
+    enabled: bool = True
+    kinds: list[StudyKind] = Field(default_factory=lambda: [
+        "simulation", "spurious", "misclassification", "description", "failure_review"])
+    annotators: int = Field(12, ge=1)
+    replication: int = Field(3, ge=1)
+    checks_per_annotator: int = Field(2, ge=0)
+    min_check_accuracy: float = Field(0.75, ge=0, le=1)
+    database: str | None = None
+    simulation: SimulationStudyConfig = Field(default_factory=SimulationStudyConfig)
+    spurious: SpuriousStudyConfig = Field(default_factory=SpuriousStudyConfig)
+    misclassification: MisclassificationStudyConfig = Field(default_factory=MisclassificationStudyConfig)
+    description: DescriptionStudyConfig = Field(default_factory=DescriptionStudyConfig)
+    failure_review: FailureReviewStudyConfig = Field(default_factory=FailureReviewStudyConfig)
+    simulate: SimulatedAnnotatorsConfig | None = None
+
+
 class RunConfig(_Section):
     """Everything that made a run directory; saved as ``run.toml`` inside it.
 
@@ -296,6 +403,8 @@ class RunConfig(_Section):
         interpret: per-feature evidence (examples, heatmaps, attacks, visualisations,
             LIME, word clouds) for the sparse layer's features (``enabled = false`` or
             ``None`` turns the stage off).
+        studies: human studies made from the finished run (``enabled = false`` or
+            ``None`` turns the stage off).
     """
 
     version: str = "0.1.0"
@@ -311,6 +420,7 @@ class RunConfig(_Section):
     debug: DebugConfig | None = Field(default_factory=DebugConfig)
     explain_tests: ExplainTestsConfig | None = Field(default_factory=ExplainTestsConfig)
     interpret: InterpretConfig | None = Field(default_factory=InterpretConfig)
+    studies: StudiesConfig | None = Field(default_factory=StudiesConfig)
 
     def section_hash(self, *names: str) -> str:
         """A short stable hash of the named sections (for staleness checks)."""
