@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from debuggable.bootstrap import bootstrap_ci as _bootstrap_ci
 from debuggable.errors import DebuggableError
 from debuggable.explain_tests.normalize import (
     as_tensor,
@@ -195,6 +196,9 @@ def bootstrap_ci(
 ) -> tuple[float, float, float]:
     """A statistic and its percentile bootstrap interval, resampling examples.
 
+    :func:`debuggable.bootstrap.bootstrap_ci`, with :func:`safe_auc` of paired
+    (scores, labels) vectorised over replicates.
+
     Args:
         statistic: ``statistic(*samples) -> float``.
         samples: one or more arrays whose first axis indexes examples. Non-finite
@@ -210,56 +214,12 @@ def bootstrap_ci(
         ``(value, low, high)``: the statistic on the data and the interval's ends;
         all NaN when a sample is empty.
     """
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
-        raise DebuggableError(f"n_boot: got {n_boot!r}, expected a non-negative integer.")
-    if not isinstance(ci, (int, float)) or not 0 < ci < 1:
-        raise DebuggableError(f"ci: got {ci!r}, expected a coverage in (0, 1) such as 0.95.")
-    arrays = [np.asarray(s) for s in samples]
-    if not arrays:
-        raise DebuggableError("samples: got none, expected at least one array.")
-    if paired:
-        n = arrays[0].shape[0]
-        if any(a.shape[0] != n for a in arrays):
-            raise DebuggableError(f"samples: paired samples need equal lengths, got {[a.shape[0] for a in arrays]}.")
-        keep = np.ones(n, dtype=bool)
-        for a in arrays:
-            if a.ndim == 1 and np.issubdtype(a.dtype, np.floating):
-                keep &= np.isfinite(a)
-        arrays = [a[keep] for a in arrays]
-    else:
-        arrays = [a[np.isfinite(a)] if a.ndim == 1 and np.issubdtype(a.dtype, np.floating) else a for a in arrays]
-    nan = float("nan")
-    if any(a.shape[0] == 0 for a in arrays):
-        return nan, nan, nan
-    value = float(statistic(*arrays))
-    if n_boot == 0:
-        return value, nan, nan
-    rng = np.random.default_rng(seed)
-    # Vectorised paths (one index matrix) for the two statistics the tests use most.
-    if statistic is np.mean and len(arrays) == 1 and arrays[0].ndim == 1:
-        a = arrays[0]
-        reps = a[rng.integers(0, a.shape[0], (n_boot, a.shape[0]))].mean(1)
-        return _interval(value, reps, ci)
-    if statistic is safe_auc and paired and len(arrays) == 2:
-        s, y = arrays[0].astype(np.float64), arrays[1].astype(bool)
-        idx = rng.integers(0, s.shape[0], (n_boot, s.shape[0]))
-        return _interval(value, _auc_rows(s[idx], y[idx]), ci)
-    reps = np.empty(n_boot)
-    for i in range(n_boot):
-        if paired:
-            idx = rng.integers(0, arrays[0].shape[0], arrays[0].shape[0])
-            reps[i] = statistic(*(a[idx] for a in arrays))
-        else:
-            reps[i] = statistic(*(a[rng.integers(0, a.shape[0], a.shape[0])] for a in arrays))
-    return _interval(value, reps, ci)
+    vectorized = _auc_replicates if statistic is safe_auc and paired and len(samples) == 2 else None
+    return _bootstrap_ci(statistic, samples, n_boot=n_boot, ci=ci, seed=seed, paired=paired, vectorized=vectorized)
 
 
-def _interval(value: float, reps: np.ndarray, ci: float) -> tuple[float, float, float]:
-    reps = reps[np.isfinite(reps)]
-    if reps.size == 0:
-        return value, float("nan"), float("nan")
-    alpha = (1.0 - ci) / 2.0
-    return value, float(np.quantile(reps, alpha)), float(np.quantile(reps, 1.0 - alpha))
+def _auc_replicates(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return _auc_rows(scores.astype(np.float64), labels.astype(bool))
 
 
 def _auc_rows(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
