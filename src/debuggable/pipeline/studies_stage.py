@@ -68,6 +68,8 @@ def run_studies_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, A
     if sim is not None:
         from debuggable.studies.run_simulation import simulate_and_score
 
-        summary["simulated"] = simulate_and_score(run, sim, log=ctx.log)
+        result = simulate_and_score(run, sim, log=ctx.log)
+        result.pop("scores")  # in studies/scores.json
+        summary["simulated"] = result
         outputs.append("studies/scores.json")
     return summary, outputs

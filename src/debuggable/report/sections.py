@@ -234,3 +234,4 @@ from debuggable.report import sections_failures as _sections_failures  # noqa: E
 from debuggable.report import sections_debug as _sections_debug  # noqa: E402,F401  (registers "debug")
 from debuggable.report import sections_explain_tests as _sections_explain_tests  # noqa: E402,F401  (registers "explain_tests")
 from debuggable.report import sections_interpret as _sections_interpret  # noqa: E402,F401  (registers "interpret")
+from debuggable.report import sections_studies as _sections_studies  # noqa: E402,F401  (registers "studies")

@@ -112,12 +112,12 @@ def run_study_command(args) -> int:
             print(f"{len(links)} annotator links -> {out / 'links.csv'} (keep it private: each link is a login)")
             return 0
         if cmd == "simulate":
-            from debuggable.run import SimulatedAnnotatorsConfig
+            from debuggable.run.config import SimulatedAnnotatorsConfig
             from debuggable.studies.run_simulation import simulate_and_score
 
             sim = SimulatedAnnotatorsConfig(oracle=args.oracle, noisy=args.noisy, random=args.random,
                                             noisy_accuracy=args.noisy_accuracy)
-            result = simulate_and_score(run, sim, database=db)
+            result = simulate_and_score(run, sim, database=db, rebuild_report=True)
             print(format_scores(result["scores"]))
             return 0
         if cmd == "score":
