@@ -49,7 +49,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
 
@@ -151,6 +151,11 @@ def _engine(url: str) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         try:
             return create_engine(parsed, pool_pre_ping=True)
+        except NoSuchModuleError:
+            raise DebuggableError(
+                f"database URL {parsed.render_as_string(hide_password=True)!r}: SQLAlchemy knows no database "
+                f"{parsed.drivername!r}; expected e.g. 'sqlite:///...' or 'postgresql+psycopg://...'."
+            ) from None
         except ModuleNotFoundError as exc:
             raise DebuggableError(
                 f"database URL {parsed.render_as_string(hide_password=True)!r} needs the driver {exc.name!r}; "
