@@ -127,7 +127,7 @@ def run_study_command(args) -> int:
             print(format_scores(scores))
             return 0
     finally:
-        db.dispose()
+        db.close()
     raise DebuggableError(f"study command {cmd!r} is unknown; expected one of {list(COMMANDS)}.")
 
 

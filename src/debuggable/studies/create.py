@@ -17,7 +17,8 @@ from typing import Any, Callable
 from debuggable.errors import DebuggableError
 from debuggable.run import RunDirectory, StudiesConfig
 from debuggable.studies.assign import assign_tasks
-from debuggable.studies.files import SECRET_FILE, STUDIES_DIR, StudySet, save_study
+from debuggable.run import read_json
+from debuggable.studies.files import SECRET_FILE, SIMULATED_FILE, SQLITE_FILE, STUDIES_DIR, StudySet, save_study
 from debuggable.studies.tokens import load_or_create_secret
 
 #: Studies that show the failure analysis.
@@ -39,26 +40,30 @@ def study_seed(run_seed: int, kind: str) -> int:
     return int(run_seed) * 1000 + zlib.crc32(kind.encode()) % 1000
 
 
-def existing_answers(run: RunDirectory, cfg: StudiesConfig) -> int:
-    """How many answers the run's study database already holds (0 when it has none yet)."""
+def existing_answers(run: RunDirectory, cfg: StudiesConfig) -> tuple[int, int]:
+    """``(answers, simulated)``: how many answers the run's study database already holds,
+    and how many of them come from the simulated annotators of ``studies/simulated.json``."""
     from debuggable.studies.db import StudyDatabase
 
     root = run.path / STUDIES_DIR
     if not (root / "index.json").is_file():
-        return 0
+        return 0, 0
     try:
         studies = StudySet(root)
     except DebuggableError:
-        return 0
+        return 0, 0
     url = cfg.database or studies.database_url
-    if url.startswith("sqlite:///") and not (root / "studies.db").is_file() and cfg.database is None:
-        return 0
+    if cfg.database is None and not (root / SQLITE_FILE).is_file():
+        return 0, 0
+    sim_path = root / SIMULATED_FILE
+    simulated = set(read_json(sim_path).get("annotators", {})) if sim_path.is_file() else set()
     db = StudyDatabase(url)
     try:
         db.migrate()
-        return len(db.answers())
+        answers = db.answers()
     finally:
-        db.dispose()
+        db.close()
+    return len(answers), sum(a["annotator_id"] in simulated for a in answers)
 
 
 def create_studies(run: RunDirectory, *, device, log: Callable[[str], None] = print, progress: bool = False
@@ -76,14 +81,17 @@ def create_studies(run: RunDirectory, *, device, log: Callable[[str], None] = pr
     from debuggable.studies.source import RunSource, study_sources
 
     cfg = run.config.studies
-    answered = existing_answers(run, cfg)
-    if answered:
-        raise DebuggableError(
-            f"{str(run.path / STUDIES_DIR)!r} already holds {answered} answers; making the studies again would "
-            "orphan them. Export them (`debuggable study export RUN`), then move studies/ aside or set "
-            "[studies] database to a new database."
-        )
     root = run.path / STUDIES_DIR
+    answered, simulated = existing_answers(run, cfg)
+    if answered and (answered > simulated or cfg.database is not None):
+        raise DebuggableError(
+            f"{str(root)!r} already holds {answered} answers; making the studies again would orphan them. Export "
+            "them (`debuggable study export RUN`), then move studies/ aside or set [studies] database to a new "
+            "database."
+        )
+    if answered:  # only simulated annotators' answers, in the run's own SQLite file: start afresh
+        log(f"[studies] discarding {answered} answers of simulated annotators")
+        shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     source = RunSource(run, device=device, progress=progress)
     made, skipped = [], {}
@@ -138,6 +146,6 @@ def create_studies(run: RunDirectory, *, device, log: Callable[[str], None] = pr
         db.migrate()
         db.import_studies(studies)
     finally:
-        db.dispose()
+        db.close()
     return {"studies": summary_studies, "skipped": skipped, "database": redact_url(studies.database_url),
             "min_check_accuracy": cfg.min_check_accuracy}

@@ -6,6 +6,8 @@ Layout::
       index.json               the study names, in order, and the database URL (null: SQLite here)
       secret.key               the token secret (mode 0600)
       studies.db               the default SQLite database (WAL)
+      simulated.json           the simulated annotators' policies, when any answered
+      scores.json              the scores (``debuggable study score``), figures/ their word clouds
       <name>/study.json        the study without its tasks
       <name>/tasks.jsonl       one task record per line
       <name>/assignments.json  {annotator_id: [task_id, ...]} in the order each sees them
@@ -31,6 +33,8 @@ STUDIES_DIR = "studies"
 INDEX_FILE = "index.json"
 SECRET_FILE = "secret.key"
 SQLITE_FILE = "studies.db"
+#: Which annotators are simulated (``debuggable study simulate``, the demo) and with which policy.
+SIMULATED_FILE = "simulated.json"
 
 
 def save_study(root: str | os.PathLike, study: Study, assignments: dict[str, list[str]]) -> Path:

@@ -13,8 +13,8 @@ from typing import Any, Callable
 from debuggable.errors import DebuggableError
 from debuggable.run import RunDirectory, atomic_write_json
 from debuggable.run.config import SimulatedAnnotatorsConfig
-from debuggable.studies.files import STUDIES_DIR, StudySet
-from debuggable.studies.score import SIMULATED_FILE, headline, score_run
+from debuggable.studies.files import SIMULATED_FILE, STUDIES_DIR, StudySet
+from debuggable.studies.score import headline, score_run
 from debuggable.studies.simulate import background_server, policy_plan, run_simulated_annotators
 
 
@@ -60,7 +60,7 @@ def simulate_and_score(run: RunDirectory, sim: SimulatedAnnotatorsConfig, *, dat
         scores = score_run(run, database=db, rebuild_report=rebuild_report)
     finally:
         if own:
-            db.dispose()
+            db.close()
     for line in headline(scores):
         log(f"[studies] {line}")
     return {"annotators": {p: sum(v == p for v in plan.values()) for p in counts}, "answers": answered,

@@ -34,11 +34,10 @@ import numpy as np
 
 from debuggable.run import RunDirectory, atomic_write_json, read_json
 from debuggable.studies import stats
-from debuggable.studies.files import STUDIES_DIR, StudySet
+from debuggable.studies.files import SIMULATED_FILE, STUDIES_DIR, StudySet
 from debuggable.studies.schema import Study, Task
 
 SCORES_FILE = "scores.json"
-SIMULATED_FILE = "simulated.json"
 FIGURES_DIR = "figures"
 
 #: What the seed texts report, for the report's comparison.
@@ -366,18 +365,33 @@ def score_run(run: RunDirectory, *, database=None, rebuild_report: bool = True) 
         answers = db.answers()
     finally:
         if own:
-            db.dispose()
+            db.close()
     sim_path = studies.root / SIMULATED_FILE
     simulated = read_json(sim_path) if sim_path.is_file() else None
     cfg = run.config.studies
     min_acc = cfg.min_check_accuracy if cfg is not None else stats.DEFAULT_MIN_ATTENTION_ACCURACY
-    scores = score_studies(studies, answers, min_check_accuracy=min_acc, simulated=simulated)
+    scores = finite(score_studies(studies, answers, min_check_accuracy=min_acc, simulated=simulated))
     atomic_write_json(studies.root / SCORES_FILE, scores)
     if rebuild_report and run.summary("report") is not None:
         from debuggable import pipeline
 
         pipeline.run_until(run, "report", force=True, progress=False)
     return scores
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (JSON has no NaN), NumPy scalars as Python's."""
+    if isinstance(obj, dict):
+        return {str(k): finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
 
 
 def load_scores(run: RunDirectory) -> dict[str, Any] | None:
