@@ -370,7 +370,8 @@ def test_attention_exclusion_rule():
     assert attention_exclusion([1], [2], min_accuracy=0.0)[0]["excluded"] is False
     assert exclusion_rule() == ("An annotator is excluded when they answered none of their attention checks, "
                                 "or when fewer than 75% of the attention checks they answered were correct.")
-    assert "60%" in exclusion_rule(0.6)
+    assert "60%" in exclusion_rule(0.6) and "66.7%" in exclusion_rule(2 / 3)
+    assert attention_exclusion([1], [3])[0]["reason"] == "passed 1 of 3 attention checks (33.3%), below the 75% required"
     with pytest.raises(DebuggableError, match="min_accuracy"):
         attention_exclusion([1], [2], min_accuracy=75)
     with pytest.raises(DebuggableError, match="at most 2"):

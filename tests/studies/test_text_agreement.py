@@ -87,6 +87,13 @@ def test_embed_refuses_blank_text_and_gives_an_empty_array_for_none():
         embed_descriptions(["a box", "  "])
     with pytest.raises(DebuggableError, match="batch_size"):
         embed_descriptions(["a box"], batch_size=0)
+    with pytest.raises(DebuggableError, match="device"):
+        embed_descriptions(["a box"], device="not-a-device")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(DebuggableError, match="no CUDA device"):
+            embed_descriptions(["a box"], device="cuda")
     empty = embed_descriptions([])
     assert empty.shape == (0, 384) and empty.dtype == np.float32
 

@@ -72,7 +72,8 @@ def _per_annotator(a_name: str, a: Any, b_name: str, b: Any) -> tuple[list[Hasha
         missing_a = [k for k in b if k not in a]
         if missing_a or missing_b:
             name, keys = (b_name, missing_b) if missing_b else (a_name, missing_a)
-            raise DebuggableError(f"{name}: has no entry for annotators {keys[:5]}, expected the same annotators in {a_name} and {b_name}.")
+            raise DebuggableError(f"{name}: has no entry for annotators {keys[:5]}, "
+                                  f"expected the same annotators in {a_name} and {b_name}.")
         ids = list(a)
         va, vb = [a[k] for k in ids], [b[k] for k in ids]
     else:
@@ -82,10 +83,12 @@ def _per_annotator(a_name: str, a: Any, b_name: str, b: Any) -> tuple[list[Hasha
         arr_a, arr_b = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
         for name, arr in ((a_name, arr_a), (b_name, arr_b)):
             if arr.ndim != 1:
-                raise DebuggableError(f"{name}: got shape {arr.shape}, expected one value per annotator (a flat sequence or a mapping).")
+                raise DebuggableError(f"{name}: got shape {arr.shape}, "
+                                      "expected one value per annotator (a flat sequence or a mapping).")
         va, vb = list(arr_a), list(arr_b)
         if len(va) != len(vb):
-            raise DebuggableError(f"{b_name}: got {len(vb)} values for {len(va)} annotators in {a_name}, expected one per annotator.")
+            raise DebuggableError(f"{b_name}: got {len(vb)} values for {len(va)} annotators in {a_name}, "
+                                  "expected one per annotator.")
         ids = list(range(len(va)))
     try:
         xa, xb = np.asarray(va, dtype=np.float64), np.asarray(vb, dtype=np.float64)
@@ -105,7 +108,8 @@ def _counts_per_annotator(s_name: str, s: Any, n_name: str, n: Any) -> tuple[lis
     if over.any():
         i = int(np.argmax(over))
         raise DebuggableError(
-            f"{s_name}: annotator {ids[i]!r} has {int(xs[i])} successes out of {int(xn[i])} trials, expected at most {int(xn[i])}."
+            f"{s_name}: annotator {ids[i]!r} has {int(xs[i])} successes out of {int(xn[i])} trials, "
+            f"expected at most {int(xn[i])}."
         )
     return ids, xs.astype(np.int64), xn.astype(np.int64)
 
@@ -120,7 +124,8 @@ def chance_level(n_options: int) -> float:
             study's three images: 1/3).
     """
     if isinstance(n_options, bool) or not isinstance(n_options, (int, np.integer)) or n_options < 2:
-        raise DebuggableError(f"n_options: got {n_options!r}, expected an integer >= 2 (a question with options to choose from).")
+        raise DebuggableError(f"n_options: got {n_options!r}, "
+                              "expected an integer >= 2 (a question with options to choose from).")
     return 1.0 / int(n_options)
 
 
@@ -407,7 +412,8 @@ def kappa_table(labels_per_item: Sequence[Sequence[Hashable]] | Mapping[Hashable
         for label in labels:
             j = column.get(label)
             if j is None:
-                raise DebuggableError(f"labels_per_item: item {item!r} has label {label!r}, expected one of {list(categories)!r}.")
+                raise DebuggableError(f"labels_per_item: item {item!r} has label {label!r}, "
+                                      f"expected one of {list(categories)!r}.")
             counts[i, j] += 1
     return counts
 
@@ -424,7 +430,8 @@ def _check_counts(counts: Any) -> np.ndarray:
     raters = c.sum(1)
     if (raters < 2).any():
         i = int(np.argmax(raters < 2))
-        raise DebuggableError(f"counts: item {i} has {int(raters[i])} rating(s), expected at least 2 per item (drop items with fewer).")
+        raise DebuggableError(f"counts: item {i} has {int(raters[i])} rating(s), "
+                              "expected at least 2 per item (drop items with fewer).")
     return c
 
 
@@ -511,11 +518,17 @@ def _check_min_accuracy(min_accuracy: Any) -> float:
     return float(min_accuracy)
 
 
+def _percent(share: float) -> str:
+    """0.75 -> "75%", 2/3 -> "66.7%"."""
+    pct = 100.0 * share
+    return f"{round(pct)}%" if abs(pct - round(pct)) < 1e-9 else f"{pct:.1f}%"
+
+
 def exclusion_rule(min_accuracy: float = DEFAULT_MIN_ATTENTION_ACCURACY) -> str:
     """The exclusion rule of :func:`attention_exclusion` as one sentence a report can quote."""
     share = _check_min_accuracy(min_accuracy)
     return (f"An annotator is excluded when they answered none of their attention checks, or when fewer than "
-            f"{share:.0%} of the attention checks they answered were correct.")
+            f"{_percent(share)} of the attention checks they answered were correct.")
 
 
 def attention_exclusion(
@@ -556,6 +569,7 @@ def attention_exclusion(
         accuracy = p / t
         # A share exactly at the threshold (3 of 4 at 75%) keeps the annotator despite rounding.
         excluded = accuracy < share - 1e-12
-        reason = f"passed {p} of {t} attention checks ({accuracy:.0%}), below the {share:.0%} required" if excluded else ""
+        reason = (f"passed {p} of {t} attention checks ({_percent(accuracy)}), below the {_percent(share)} required"
+                  if excluded else "")
         out[key] = {"passed": p, "total": t, "accuracy": accuracy, "excluded": excluded, "reason": reason}
     return out

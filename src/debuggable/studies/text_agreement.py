@@ -96,6 +96,8 @@ def embed_descriptions(
             device = torch.device(device)
         except (RuntimeError, TypeError):
             raise DebuggableError(f"device: got {device!r}, expected a torch device such as 'cpu' or 'cuda'.") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise DebuggableError(f"device: got {str(device)!r}, but this machine has no CUDA device; use 'cpu'.")
     model = _minilm()
     if device is not None and model.device != device:
         model.to(device)
