@@ -27,13 +27,15 @@ from debuggable.run import (
     InterpretConfig,
     ModelConfig,
     RunConfig,
+    StudiesConfig,
 )
 
 
 def analysis_stages_off() -> dict[str, Any]:
     """The analysis stages, all turned off (TOML has no null, hence ``enabled = false``)."""
     return {"interpret": InterpretConfig(enabled=False), "debug": DebugConfig(enabled=False),
-            "failures": FailuresConfig(enabled=False), "explain_tests": ExplainTestsConfig(enabled=False)}
+            "failures": FailuresConfig(enabled=False), "explain_tests": ExplainTestsConfig(enabled=False),
+            "studies": StudiesConfig(enabled=False)}
 
 
 def digits_config(*, test_fraction: float = 0.25, patch_train_fraction: float = 0.8, epochs: int = 2,

@@ -34,7 +34,7 @@ def rate_chart(rows: list[tuple[str, dict[str, Any]]], path: Path, *, title: str
     ax.barh(y, rates, xerr=[lo, hi], color="#4c72b0", alpha=0.85, capsize=4)
     for yi, (label, r) in zip(y, rows):
         if r.get("n"):
-            ax.text(min(r["high"] + 0.02, 0.98), yi, f"{r['rate']:.0%} (n={r['n']})", va="center", fontsize=8)
+            ax.text(1.01, yi, f"{r['rate']:.0%} (n={r['n']})", va="center", fontsize=8, transform=ax.get_yaxis_transform())
         if paper and label in paper:
             ax.plot([paper[label]], [yi], marker="D", color="#c44e52", ms=6, label="paper" if yi == y[0] else None)
     if chance is not None:
