@@ -29,7 +29,7 @@ def add_study_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--database", default=None, help="SQLAlchemy URL of the answers' database (default: the run's)")
-    p.add_argument("--base-url", default=None, help="public URL prefix for the printed links (default http://HOST:PORT)")
+    p.add_argument("--log-level", default="warning", help="uvicorn's log level (info prints every request)")
 
     p = ss.add_parser("status", help="progress per study and condition")
     common(p)
@@ -92,7 +92,7 @@ def run_study_command(args) -> int:
     if cmd == "serve":
         from debuggable.studies.server import serve
 
-        serve(studies.root, host=args.host, port=args.port, database_url=args.database, base_url=args.base_url)
+        serve(studies.root, host=args.host, port=args.port, database_url=args.database, log_level=args.log_level)
         return 0
     db = _database(studies, getattr(args, "database", None))
     try:
