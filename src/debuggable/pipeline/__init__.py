@@ -43,6 +43,7 @@ from debuggable.run import (
     RunConfig,
     RunDirectory,
     StudiesConfig,
+    read_json,
 )
 from debuggable.run.config import (
     DescriptionStudyConfig,
@@ -480,6 +481,29 @@ def describe_results(run: RunDirectory, summaries: dict[str, Any]) -> str:
                 f"            bias probe {dbg['probe_word']!r}{where}: flips {dbg['probe_flip_rate']:.1%} (sparse), "
                 f"{dbg['probe_flip_rate_dense']:.1%} (dense) of correctly classified sentences"
             )
+    st = summaries.get("studies")
+    if st is not None:
+        made = st.get("studies", {})
+        if made:
+            first = next(iter(made.values()))
+            sizes = ", ".join(f"{k} {v['tasks']}" for k, v in made.items())
+            lines.append(f"  studies:  {len(made)} studies ({sizes} tasks) "
+                         f"for {first['annotators']} annotators each, {first['replication']} answers per task "
+                         f"-> {run.path / 'studies'}")
+        for kind, reason in st.get("skipped", {}).items():
+            lines.append(f"            {kind}: not made ({reason})")
+        scores_path = run.path / "studies" / "scores.json"
+        if made and scores_path.is_file():
+            scores = read_json(scores_path)
+            who = "simulated annotators" if scores.get("simulated") else "annotators"
+            sim = scores["studies"].get("simulation", {}).get("conditions")
+            if sim and all(v.get("n") for v in sim.values()):
+                parts = " vs ".join(f"{c} {v['rate']:.1%} [{v['low']:.1%}, {v['high']:.1%}]" for c, v in sim.items())
+                chance = scores["studies"]["simulation"]["chance"]
+                lines.append(f"            simulation, {who}: accuracy {parts} (chance {chance:.1%}; people in the "
+                             "paper: 63.0% vs 35.6%)")
+        if made:
+            lines.append(f"            serve to people: debuggable study serve {run.path} --host 127.0.0.1 --port 8000")
     report = summaries.get("report")
     if report:
         lines.append(f"  report:   {run.path / report['index']}")

@@ -119,3 +119,14 @@ def feature_panel(visuals, writer: StudyImages, feature: int, title: str, *, n_i
     record = {"feature": int(feature), "role": role, "split": split, "top_rows": shown_rows}
     record.update(data or {})
     return Block(kind="images", title=title, images=images, columns=len(images), data=record)
+
+
+def balance(tasks: list[Task], conditions: list[str], rng: np.random.Generator) -> list[Task]:
+    """``tasks`` with every condition cut (at random) to the smallest condition's count,
+    in their original order."""
+    by = {c: [i for i, t in enumerate(tasks) if t.condition == c] for c in conditions}
+    n = min(len(v) for v in by.values())
+    keep: set[int] = set()
+    for idx in by.values():
+        keep.update(int(i) for i in (rng.choice(idx, size=n, replace=False) if len(idx) > n else idx))
+    return [t for i, t in enumerate(tasks) if i in keep]

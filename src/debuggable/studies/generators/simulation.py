@@ -18,6 +18,7 @@ from debuggable.studies.generators.common import (
     LETTERS,
     StudyImages,
     attention_checks,
+    balance,
     choice,
     feature_panel,
     weight_text,
@@ -142,6 +143,7 @@ def simulation_study(source: RunSource, directory, cfg: SimulationStudyConfig, *
                       "features_used_by_class": len(layer.top_features(c)),
                       "correct_is_target_class": bool(labels[pick][int(np.argmax(p))] == c)},
             ))
+    tasks = balance(tasks, CONDITIONS, rng)
     if not tasks:
         raise DebuggableError("the simulation study found no class with enough candidate images; lower "
                               "studies.simulation.min_probability or min_gap.")

@@ -14,7 +14,7 @@ import numpy as np
 
 from debuggable.errors import DebuggableError
 from debuggable.run.config import SpuriousStudyConfig
-from debuggable.studies.generators.common import StudyImages, attention_checks, choice, text, yes_no
+from debuggable.studies.generators.common import StudyImages, attention_checks, balance, choice, text, yes_no
 from debuggable.studies.schema import Block, Study, Task
 from debuggable.studies.source import FeatureVisuals, RunSource
 
@@ -113,6 +113,7 @@ def spurious_study(source: RunSource, directory, cfg: SpuriousStudyConfig, *, na
                       "planted_patch_images": n_patched, "planted_patch_by_side": by_side,
                       "planted_patch_fraction": n_patched / max(1, sum(len(v) for v in shown_rows.values()))},
             ))
+    tasks = balance(tasks, CONDITIONS, rng)
     pool = [im for t in tasks for b in t.blocks for im in b.images]
     tasks += attention_checks(name, pool, checks, rng, first_id=number + 1)
     return Study(name=name, kind=KIND, title="Do these pictures share a pattern?", instructions=INSTRUCTIONS,
