@@ -64,7 +64,7 @@ def test_simulated_annotators_answer_every_study_over_http_and_the_scores_are_wh
 
     run = fresh_copy(tmp_path_factory.mktemp("studies_run"), tmp_path / "run")
     studies = StudySet(run.path / "studies")
-    sim = SimulatedAnnotatorsConfig(oracle=2, noisy=1, random=1, noisy_accuracy=0.5)
+    sim = SimulatedAnnotatorsConfig(oracle=1, noisy=1, random=1, reader=1, noisy_accuracy=0.5)
     result = simulate_and_score(run, sim, log=lambda s: None)
     scores = result["scores"]
 
@@ -102,7 +102,24 @@ def test_simulated_annotators_answer_every_study_over_http_and_the_scores_are_wh
                if r["study"] == "simulation" and r["annotator_id"] in kept and tasks[r["task_id"]].condition == condition
                and not tasks[r["task_id"]].attention_check]
         assert v["n"] == len(oks) and v["count"] == sum(oks)
-    # The oracle's misclassification answers follow the shown features' activations.
+    # The reader picks by the shown features alone: recomputed here from the feature store.
+    from debuggable.features import FeatureStore
+    from debuggable.layer import SparseDecisionLayer
+    from debuggable.pipeline.fit_stage import load_path
+
+    x = np.asarray(FeatureStore(run.path / "features" / "inspected").split("val").to_numpy("features"), np.float64)
+    path = load_path(run)
+    mean, std = path.feature_mean, np.where(path.feature_std > 0, path.feature_std, 1)
+    reader = [a for a, p in plan.items() if p == "reader" and a.startswith("simulation")][0]
+    expect = defaultdict(list)
+    for r in rows:
+        t = tasks[r["task_id"]]
+        if r["annotator_id"] == reader and not t.attention_check:
+            js = t.meta["features"]
+            score = ((x[np.ix_(t.meta["rows"], js)] - mean[js]) / std[js]) @ np.asarray(t.meta["weights"])
+            expect[t.condition].append("ABC"[int(np.argmax(score))] == t.key["pick"])
+    got = sim_scores["by_policy"]["reader"]["conditions"]
+    assert {c: (v["count"], v["n"]) for c, v in got.items()} == {c: (sum(v), len(v)) for c, v in expect.items()}
     mis = scores["studies"]["misclassification"]["conditions"]
     assert set(mis) == {"problematic", "random"}
     assert (run.path / "studies" / "scores.json").is_file()

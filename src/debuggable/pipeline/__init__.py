@@ -158,15 +158,16 @@ def demo_config() -> RunConfig:
                            "gradient_shap": {"n_samples": 8}, "occlusion": {"window": 4, "stride": 4}},
             train={"epochs": 4, "batch_size": 64, "lr": 3e-3, "optimizer": "adam"}, train_limit_per_class=150,
         ),
-        # All five human studies, sized for 6 annotators with 3 answers per task, answered by
-        # simulated annotators (2 oracles, 2 noisy oracles, 2 guessers) through the web app.
+        # All five human studies, sized for 8 annotators with 3 answers per task, answered by
+        # simulated annotators (2 oracles, 2 noisy oracles, 2 guessers, 2 ideal readers of the
+        # page) through the web app.
         studies=StudiesConfig(
-            annotators=6, replication=3, checks_per_annotator=2,
+            annotators=8, replication=3, checks_per_annotator=2,
             simulation=SimulationStudyConfig(tasks=20),
             misclassification=MisclassificationStudyConfig(tasks=20),
             description=DescriptionStudyConfig(groups=2, features=2),
             failure_review=FailureReviewStudyConfig(groups=2),
-            simulate=SimulatedAnnotatorsConfig(oracle=2, noisy=2, random=2, noisy_accuracy=0.6),
+            simulate=SimulatedAnnotatorsConfig(oracle=2, noisy=2, random=2, reader=2, noisy_accuracy=0.6),
         ),
     )
 

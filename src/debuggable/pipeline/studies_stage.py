@@ -53,7 +53,7 @@ def check_studies_config(config) -> None:
             raise DebuggableError("studies.database is not an SQLAlchemy URL; expected e.g. "
                                   "'postgresql+psycopg://user@host/db' or 'sqlite:////path/to/studies.db'.") from None
     if cfg.simulate is not None:
-        total = cfg.simulate.oracle + cfg.simulate.noisy + cfg.simulate.random
+        total = cfg.simulate.oracle + cfg.simulate.noisy + cfg.simulate.random + cfg.simulate.reader
         if total > cfg.annotators:
             raise DebuggableError(f"studies.simulate asks for {total} simulated annotators but studies.annotators "
                                   f"is {cfg.annotators}; expected at most that many.")

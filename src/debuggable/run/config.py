@@ -345,11 +345,13 @@ class SimulatedAnnotatorsConfig(_Section):
     """Simulated annotators that answer every study through the web app's HTTP API, for
     demos and tests (never for a real study): ``oracle`` annotators answer as the model
     does, ``noisy`` ones do so with probability ``noisy_accuracy`` and guess otherwise,
-    ``random`` ones guess everything."""
+    ``random`` ones guess everything, ``reader`` ones answer the simulation study from
+    the shown features alone (an ideal perceiver of the page) and otherwise as the oracle."""
 
     oracle: int = Field(2, ge=0)
     noisy: int = Field(2, ge=0)
     random: int = Field(2, ge=0)
+    reader: int = Field(0, ge=0)
     noisy_accuracy: float = Field(0.6, ge=0, le=1)
 
 

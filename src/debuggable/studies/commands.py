@@ -47,6 +47,8 @@ def add_study_parser(sub) -> None:
     p.add_argument("--oracle", type=int, default=2, help="oracle annotators (answer as the model does)")
     p.add_argument("--noisy", type=int, default=2, help="noisy oracles")
     p.add_argument("--random", type=int, default=2, help="annotators who guess")
+    p.add_argument("--reader", type=int, default=0,
+                   help="ideal readers of the page (the simulation study from the shown features alone)")
     p.add_argument("--noisy-accuracy", type=float, default=0.6, help="how often a noisy oracle answers as the oracle")
     p.add_argument("--database", default=None, help="SQLAlchemy URL of the answers' database (default: the run's)")
 
@@ -116,7 +118,7 @@ def run_study_command(args) -> int:
             from debuggable.studies.run_simulation import simulate_and_score
 
             sim = SimulatedAnnotatorsConfig(oracle=args.oracle, noisy=args.noisy, random=args.random,
-                                            noisy_accuracy=args.noisy_accuracy)
+                                            reader=args.reader, noisy_accuracy=args.noisy_accuracy)
             result = simulate_and_score(run, sim, database=db, rebuild_report=True)
             print(format_scores(result["scores"]))
             return 0

@@ -32,7 +32,7 @@ def simulate_and_score(run: RunDirectory, sim: SimulatedAnnotatorsConfig, *, dat
     studies = StudySet(run.path / STUDIES_DIR)
     if not studies.studies:
         raise DebuggableError(f"{str(studies.root)!r} holds no study to answer; run `debuggable study create` first.")
-    counts = {"oracle": sim.oracle, "noisy": sim.noisy, "random": sim.random}
+    counts = {"oracle": sim.oracle, "noisy": sim.noisy, "random": sim.random, "reader": sim.reader}
     plan: dict[str, str] = {}
     for name, assigned in studies.assignments.items():
         plan.update(policy_plan(sorted(assigned), counts))

@@ -298,6 +298,14 @@ def _by_policy(study: Study, answers: list[dict], tasks: dict[str, Task], simula
         m = options[policy]
         expected = expected_accuracy(policy, m.pop(), p) if len(m) == 1 else None
         out[policy] = {**_rate(sum(v), len(v)), "expected": expected}
+        # Per condition, main tasks only: where a policy's accuracy depends on what is shown.
+        by_condition: dict[str, list[bool]] = defaultdict(list)
+        for a in answers:
+            t = tasks[a["task_id"]]
+            if plan.get(a["annotator_id"]) == policy and t.key and not t.attention_check:
+                by_condition[t.condition].extend(t.correct(a["answer"]).values())
+        if by_condition:
+            out[policy]["conditions"] = {c: _rate(sum(v), len(v)) for c, v in by_condition.items()}
     return out
 
 

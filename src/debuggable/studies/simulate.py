@@ -11,7 +11,12 @@ people. Three policies:
 * :class:`NoisyOraclePolicy` answers each question as the oracle with probability
   ``p`` and guesses otherwise, so on a keyed choice among ``m`` options its accuracy
   is ``p + (1 - p) / m``;
-* :class:`RandomPolicy` guesses everything (accuracy ``1 / m``; random words for text).
+* :class:`RandomPolicy` guesses everything (accuracy ``1 / m``; random words for text);
+* :class:`ReaderPolicy` is an ideal reader of what the page shows: in the simulation
+  study it scores each image by the shown features only (sum of weight x
+  standardised activation) and picks the best, as a person who perceived the shown
+  patterns perfectly would; elsewhere it answers as the oracle. Its accuracy is not
+  fixed in advance: it measures how much of the model the shown features explain.
 
 :func:`run_simulated_annotators` drives annotators concurrently over HTTP, each with
 its own policy and seeded generator; :func:`background_server` serves a study set on
@@ -38,8 +43,11 @@ _VOCABULARY = ("blob thing stuff texture edge shape colour line dot grey dark li
                "background animal leg head tail spot pattern noise white black curve").split()
 
 
-def expected_accuracy(policy: str, n_options: int, p: float = 0.0) -> float:
-    """A policy's expected accuracy on a keyed choice among ``n_options`` options."""
+def expected_accuracy(policy: str, n_options: int, p: float = 0.0) -> float | None:
+    """A policy's expected accuracy on a keyed choice among ``n_options`` options (None
+    for the reader, whose accuracy is what it measures)."""
+    if policy == "reader":
+        return None
     if policy == "oracle":
         return 1.0
     if policy == "random":
@@ -160,25 +168,41 @@ class NoisyOraclePolicy(Policy):
         return guess(q, rng)
 
 
+class ReaderPolicy(OraclePolicy):
+    name = "reader"
+
+    def value(self, task, q, rng):
+        z = task.meta.get("shown_activation_z")
+        if q.key == "pick" and z is not None and not task.attention_check:
+            score = np.asarray(z, dtype=np.float64) @ np.asarray(task.meta["weights"], dtype=np.float64)
+            return q.options[int(np.argmax(score))].value
+        return super().value(task, q, rng)
+
+
+POLICIES = ("oracle", "noisy", "random", "reader")
+
+
 def make_policy(name: str, noisy_accuracy: float = 0.6) -> Policy:
     if name == "oracle":
         return OraclePolicy()
+    if name == "reader":
+        return ReaderPolicy()
     if name == "random":
         return RandomPolicy()
     if name == "noisy":
         return NoisyOraclePolicy(noisy_accuracy)
-    raise DebuggableError(f"policy {name!r}: expected 'oracle', 'noisy' or 'random'.")
+    raise DebuggableError(f"policy {name!r}: expected one of {list(POLICIES)}.")
 
 
 def policy_plan(annotators: list[str], counts: dict[str, int]) -> dict[str, str]:
     """``{annotator_id: policy}``: the first ``counts['oracle']`` annotators are oracles,
-    the next noisy, then random (annotators beyond the counts are left out)."""
+    the next noisy, then random, then readers (annotators beyond the counts are left out)."""
     total = sum(counts.values())
     if total > len(annotators):
         raise DebuggableError(f"simulate: {total} simulated annotators but the study has {len(annotators)}; "
                               "expected at most as many as [studies] annotators.")
     plan, i = {}, 0
-    for name in ("oracle", "noisy", "random"):
+    for name in POLICIES:
         for _ in range(counts.get(name, 0)):
             plan[annotators[i]] = name
             i += 1

@@ -132,6 +132,8 @@ def simulation_study(source: RunSource, directory, cfg: SimulationStudyConfig, *
                                                      "the category?", images=images, columns=len(images),
                                 data={"rows": [int(r) for r in pick], "split": cand_split}))
             p = probs[pick, c]
+            js = [j for j, _ in feats]
+            shown_z = (x[np.ix_(pick, js)] - layer.mean[js]) / np.where(layer.std[js] > 0, layer.std[js], 1.0)
             tasks.append(Task(
                 id=f"{name}/{number:04d}", study=name, condition=condition, blocks=blocks,
                 questions=[choice("pick", "The image the model scores highest for the category:", letters,
@@ -141,6 +143,7 @@ def simulation_study(source: RunSource, directory, cfg: SimulationStudyConfig, *
                       "rows": [int(r) for r in pick], "labels": [int(v) for v in labels[pick]],
                       "features": [int(j) for j, _ in feats], "weights": [float(w) for _, w in feats],
                       "features_used_by_class": len(layer.top_features(c)),
+                      "shown_activation_z": [[float(v) for v in row] for row in shown_z],
                       "correct_is_target_class": bool(labels[pick][int(np.argmax(p))] == c)},
             ))
     tasks = balance(tasks, CONDITIONS, rng)
