@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from debuggable.errors import DebuggableError
-from debuggable.pipeline.data_stage import build_data, run_data_stage
+from debuggable.pipeline.data_stage import build_data, check_data_stage, run_data_stage
 from debuggable.pipeline.debug_stage import check_debug_config, debug_applies, run_debug_stage
 from debuggable.pipeline.evaluate_stage import run_evaluate_stage
 from debuggable.pipeline.explain_tests_stage import (
@@ -44,7 +44,7 @@ from debuggable.run import (
 )
 
 STAGES: list[Stage] = [
-    Stage("data", "data", ("data",), (), run_data_stage,
+    Stage("data", "data", ("data",), (), run_data_stage, check=check_data_stage,
           help="load the data set, plant the configured bugs, record their ground truth"),
     Stage("train", "models", ("data", "model", "robust_model"), ("data",), run_train_stage,
           applies=lambda run: any(needs_training(m) for m in model_roles(run.config).values()),
@@ -278,12 +278,18 @@ def _context(run: RunDirectory, progress: bool) -> StageContext:
     return StageContext(device=resolve_device(run.config.extract.device), progress=progress)
 
 
-def run_until(run: RunDirectory, stage_name: str, *, force: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run ``stage_name`` and, first, the stages it depends on (transitively) that are not done."""
+def run_until(run: RunDirectory, stage_name: str, *, force: bool = False, progress: bool = True,
+              repair: bool = False) -> dict[str, Any]:
+    """Run ``stage_name`` and, first, the stages it depends on (transitively) that are not done.
+
+    ``repair`` (stage ``extract`` only): recompute only the feature-store chunks whose
+    files no longer match their checksums, instead of everything ``force`` redoes.
+    """
     if stage_name not in _BY_NAME:
         raise DebuggableError(f"stage {stage_name!r} does not exist; expected one of {list(_BY_NAME)}.")
     needed = dependencies(stage_name)
     ctx = _context(run, progress)
+    ctx.repair = bool(repair) and stage_name == "extract"
     summaries: dict[str, Any] = {}
     for stage in STAGES:
         if stage.name not in needed:
