@@ -236,11 +236,16 @@ def validate(config: RunConfig) -> None:
         else:
             check_backbone_params(model.kind, model.params)
         if needs_training(model):
+            from pydantic import ValidationError
+
+            from debuggable.models import TrainConfig
+            from debuggable.run.config_errors import explain
+
             try:
                 train_config(model, config.seed, "cpu")
-            except Exception as exc:  # pydantic's message, reduced to its first line
-                first = str(exc).splitlines()
-                raise DebuggableError(f"{role} model train settings are invalid: {' '.join(first[:3])}.") from None
+            except ValidationError as exc:
+                section = "model.train" if role == "inspected" else f"{role}_model.train"
+                raise DebuggableError(explain(exc, TrainConfig, f"{role} model train settings", section)) from None
     if config.glm.store not in model_roles(config):
         raise DebuggableError(f"glm.store {config.glm.store!r} names no model of this run; expected one of {list(model_roles(config))}.")
     if config.evaluate.rule == "features" and config.evaluate.per_class is None:
@@ -263,15 +268,18 @@ def _check_params(where: str, func, params: dict[str, Any], skip: tuple[str, ...
     """Raise naming the first key of ``params`` that ``func`` does not take, or a required one missing."""
     import inspect
 
+    from debuggable.run.config_errors import check_values, unknown_key_sentence
+
     sig = inspect.signature(func)
     accepted = [n for n, p in sig.parameters.items()
                 if n not in skip and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
     for name in params:
         if name not in accepted:
-            raise DebuggableError(f"{where}: {name!r} is not a setting here; expected some of {accepted}.")
+            raise DebuggableError(unknown_key_sentence(where, name, accepted))
     for name in accepted:
         if sig.parameters[name].default is inspect.Parameter.empty and name not in params:
             raise DebuggableError(f"{where}: {name!r} is required; got only {sorted(params)}.")
+    check_values(where, func, params)
 
 
 def _context(run: RunDirectory, progress: bool) -> StageContext:
