@@ -15,7 +15,7 @@ See ``docs/glm.md``.
 """
 
 from debuggable.glm._validation import BlockReader
-from debuggable.glm.estimator import ElasticNetPathClassifier
+from debuggable.glm.estimator import ElasticNetPathClassifier, ElasticNetPathRegressor
 from debuggable.glm.path import ArrayReader, elastic_net_path, lambda_max
 from debuggable.glm.result import GLMPath
 from debuggable.glm.select import Selection, select, select_by_accuracy, select_by_features, select_by_lambda
@@ -24,6 +24,7 @@ __all__ = [
     "ArrayReader",
     "BlockReader",
     "ElasticNetPathClassifier",
+    "ElasticNetPathRegressor",
     "GLMPath",
     "Selection",
     "elastic_net_path",
