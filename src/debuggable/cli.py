@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's exit flush
+        return code
     except DebuggableError as exc:
         print(f"debuggable: error: {exc}", file=sys.stderr)
         return 2

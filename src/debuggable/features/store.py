@@ -471,9 +471,14 @@ class _ArrayHandle:
         # from killed writers are swept by SplitWriter.finalize.
         cp.unlink(missing_ok=True)
         lo = i * self.chunk_rows
-        self._writable[lo : lo + data.shape[0]] = data
-        if fsync:
-            _fsync_file(cp)
+        try:
+            self._writable[lo : lo + data.shape[0]] = data
+            if fsync:
+                _fsync_file(cp)
+        except OSError as exc:
+            if not getattr(exc, "filename", None) or str(exc.filename).endswith(".partial"):
+                exc.filename = str(cp)  # a failed write() names no file (or zarr's temporary)
+            raise
         size, crc = _file_crc(cp)
         return {"bytes": size, CHECKSUM: crc}
 

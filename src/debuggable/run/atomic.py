@@ -18,25 +18,18 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 
-_UMASK: int | None = None
-
-
 def current_umask() -> int:
-    """The process's umask (read once; ``os.umask`` can only be read by setting it)."""
-    global _UMASK
-    if _UMASK is None:
-        try:  # Linux: readable without changing it
-            with open("/proc/self/status", encoding="ascii") as f:
-                for line in f:
-                    if line.startswith("Umask:"):
-                        _UMASK = int(line.split()[1], 8)
-                        break
-        except (OSError, ValueError):
-            pass
-        if _UMASK is None:
-            _UMASK = os.umask(0o022)
-            os.umask(_UMASK)
-    return _UMASK
+    """The process's umask (read from /proc on Linux, where reading does not change it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)  # elsewhere it is read by setting it (restrictive meanwhile)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(path: Path) -> None:
@@ -66,8 +59,9 @@ def atomic_write_file(path: str | os.PathLike, write: Callable[[Path], None], *,
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; files honour the umask
         write(Path(tmp))
+        # mkstemp makes 0600 (and some writers recreate the file): files honour the umask
+        os.chmod(tmp, 0o666 & ~current_umask())
         if fsync:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
@@ -138,8 +132,15 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; directories honour the umask
         yield tmp
+        # mkdtemp makes 0700 and some writers (safetensors) make 0600 files: the umask decides
+        mask = current_umask()
+        os.chmod(tmp, 0o777 & ~mask)
+        for dirpath, dirnames, filenames in os.walk(tmp):
+            for name in dirnames:
+                os.chmod(os.path.join(dirpath, name), 0o777 & ~mask)
+            for name in filenames:
+                os.chmod(os.path.join(dirpath, name), 0o666 & ~mask)
         if path.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.replace(path, trash / path.name)
