@@ -140,7 +140,7 @@ def _file_crc(path: Path, block: int = 1 << 24) -> tuple[int, int]:
     """(size in bytes, CRC-32C) of the file at ``path``."""
     crc, size = 0, 0
     with open(path, "rb", buffering=0) as f:
-        buf = bytearray(block)
+        buf = bytearray(max(1, min(block, os.fstat(f.fileno()).st_size)))
         view = memoryview(buf)
         while True:
             n = f.readinto(view)

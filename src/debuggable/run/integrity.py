@@ -36,7 +36,7 @@ def file_crc32c(path: str | os.PathLike, block: int = 1 << 24) -> tuple[int, int
     crc, size = 0, 0
     with open(path, "rb", buffering=0) as f:
         while True:
-            data = f.read(block)
+            data = f.read(block)  # bytes: what google-crc32c takes without a copy
             if not data:
                 break
             crc = google_crc32c.extend(crc, data)
