@@ -9,7 +9,8 @@
 * :class:`GLMPath`: the result (original feature scale), with ``save`` / ``load``;
 * :func:`select_by_accuracy`, :func:`select_by_features`, :func:`select_by_lambda`:
   pick one point of a path, recording the rule;
-* :class:`ElasticNetPathClassifier`: a scikit-learn estimator around all of it.
+* :class:`ElasticNetPathClassifier`, :class:`ElasticNetPathRegressor`: scikit-learn
+  estimators around all of it (they pass ``check_estimator``).
 
 See ``docs/glm.md``.
 """
