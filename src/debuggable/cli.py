@@ -61,9 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
         _add_common(p)
         if stage.name == "explain_tests":
             add_explain_tests_options(p)
+        if stage.name == "extract":
+            p.add_argument("--repair", action="store_true",
+                           help="check every feature-store chunk against its checksum and recompute only the damaged ones")
 
-    status = sub.add_parser("status", help="show which stages of a run are done, partial or stale")
+    status = sub.add_parser("status", help="show which stages of a run are done, partial, stale or corrupt")
     status.add_argument("config", help="run.toml, or a run directory holding one")
+    verify = sub.add_parser("verify", help="check every file of a run against its recorded checksum; exit 1 if any is damaged")
+    verify.add_argument("config", help="run.toml, or a run directory holding one")
 
     from debuggable.studies.commands import add_study_parser
 
@@ -74,9 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's exit flush
+        return code
     except DebuggableError as exc:
         print(f"debuggable: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `debuggable status RUN | head -1`: the reader left; stop quietly
+        from debuggable.run.faults import silence_stdout
+
+        silence_stdout()
+        return 141
+    except OSError as exc:  # outside a stage (a stage names its own): one sentence, no traceback
+        from debuggable.run.faults import io_error
+
+        print(f"debuggable: error: {io_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("debuggable: interrupted; rerun the same command to resume.", file=sys.stderr)
@@ -88,7 +105,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from debuggable.run import RunConfig, RunDirectory, dumps_config, ensure_writable
 
     if args.command == "init":
-        out = ensure_writable(args.out)
+        out = ensure_writable(args.out, hint="choose another directory")
         target = out / "run.toml"
         if target.exists():
             raise DebuggableError(f"{str(target)!r} already exists; edit it or choose another directory.")
@@ -107,6 +124,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         for name, status in pipeline.stage_statuses(run):
             print(f"{name:10s} {status}")
         return 0
+
+    if args.command == "verify":
+        from debuggable.pipeline.integrity import verify_run
+
+        return 0 if verify_run(RunDirectory.open(args.config)) else 1
 
     progress = not args.no_progress
     if args.command == "demo":
@@ -138,10 +160,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from debuggable.run import atomic_write_text
 
         atomic_write_text(run.path / "run.toml", dumps_config(run.config))
+    repair = getattr(args, "repair", False)  # extract --repair: a forced extract that keeps sound chunks
     if args.command == "run":
         summaries = pipeline.run_all(run, force=args.force, progress=progress)
     else:
-        summaries = pipeline.run_until(run, command, force=args.force, progress=progress)
+        summaries = pipeline.run_until(run, command, force=args.force or repair, progress=progress, repair=repair)
     print(pipeline.describe_results(run, summaries))
     return 0
 

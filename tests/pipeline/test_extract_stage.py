@@ -1,5 +1,7 @@
 """The extract stage after the train stage retrained a model: the run's stores are replaced."""
 
+import os
+
 import numpy as np
 import torch
 
@@ -28,10 +30,13 @@ def test_retrained_model_replaces_its_features_and_unchanged_ones_are_kept(tmp_p
         _run(run, ("data", "train", "extract"))
         before = open_store(run, "inspected").split("test").to_numpy("features")
 
-        # Redone with the same weights: the stores are reused, not replaced.
+        # Forced with the same weights: really re-extracted (new files), to the same bytes.
+        marker = run.path / "features" / "inspected" / "test" / "_complete.json"
+        os.utime(marker, ns=(0, 0))
         logs = _run(run, ("extract",), force=True)
         assert any("[extract] inspected/test" in line for line in logs)
         assert not any("replacing" in line for line in logs)
+        assert marker.stat().st_mtime_ns != 0  # written anew
         np.testing.assert_array_equal(open_store(run, "inspected").split("test").to_numpy("features"), before)
 
         # Another learning rate retrains the model; its stored features are now stale.

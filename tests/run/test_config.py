@@ -14,14 +14,35 @@ def test_round_trip_through_toml(tmp_path):
     assert again.robust_model is None  # None survives TOML, which has no null
 
 
-def test_unknown_setting_is_named():
-    with pytest.raises(DebuggableError, match=r"'extract.batchsize'"):
+def test_unknown_setting_is_named_with_its_section_and_the_closest_key():
+    with pytest.raises(DebuggableError, match=r"^run.toml \[extract\]: 'batchsize' is not a setting here; did you mean `batch_size`\?$"):
         loads_config("[extract]\nbatchsize = 3\n")
+    with pytest.raises(DebuggableError, match=r"^run.toml \[glm\]: 'n_lambda' is not a setting here; did you mean `n_lambdas`\?$"):
+        loads_config("[glm]\nn_lambda = 3\n")
+    with pytest.raises(DebuggableError, match=r"^run.toml: 'sede' is not a setting here; did you mean `seed`\?$"):
+        loads_config("sede = 3\n")
+    with pytest.raises(DebuggableError, match=r"\[data.bugs\[0\]\]: 'paramz' .* did you mean `params`"):
+        loads_config("[[data.bugs]]\nkind = 'mislabels'\nparamz = {}\n")
+    # nothing close: the valid keys are listed instead
+    with pytest.raises(DebuggableError, match=r"'zzzz' is not a setting here; expected one of \['alpha'"):
+        loads_config("[glm]\nzzzz = 3\n")
 
 
-def test_invalid_value_is_named():
-    with pytest.raises(DebuggableError, match=r"'extract.batch_size'.*greater than or equal to 1"):
-        loads_config("[extract]\nbatch_size = 0\n")
+@pytest.mark.parametrize("text, sentence", [
+    ("[extract]\nbatch_size = 0\n", "run.toml [extract]: batch_size = 0 is not valid; expected an integer >= 1."),
+    ("[glm]\nn_lambdas = 'ten'\n", "run.toml [glm]: n_lambdas = 'ten' is not valid; expected an integer >= 2."),
+    ("[glm]\nalpha = 0\n", "run.toml [glm]: alpha = 0 is not valid; expected a number > 0 and <= 1."),
+    ("[glm]\nfamily = 'multinomal'\n",
+     "run.toml [glm]: family = 'multinomal' is not valid; expected one of 'multinomial', 'binomial'; did you mean 'multinomial'?"),
+    ("[evaluate]\ntop_k = [1, 'x']\n", "run.toml [evaluate]: top_k[1] = 'x' is not valid; expected an integer."),
+    ("[extract]\nspatial = 'yes'\n", "run.toml [extract]: spatial = 'yes' is not valid; expected true or false."),
+    ("[[data.bugs]]\nparams = {}\n", "run.toml [data.bugs[0]]: 'kind' is required; add `kind = ...`."),
+])
+def test_invalid_value_is_named_with_its_section_and_what_is_expected(text, sentence):
+    with pytest.raises(DebuggableError) as err:
+        loads_config(text)
+    assert str(err.value) == sentence
+    assert "Input should" not in str(err.value) and "type=" not in str(err.value)  # no pydantic text
 
 
 def test_bad_toml_and_missing_file(tmp_path):

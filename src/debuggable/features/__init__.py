@@ -24,6 +24,7 @@ from debuggable.features.store import (
 )
 
 __all__ = [
+    "StoreIntegrityError",
     "ARRAY_NAMES",
     "FORMAT_VERSION",
     "FeatureStore",

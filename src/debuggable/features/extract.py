@@ -46,6 +46,7 @@ from debuggable.features.store import (
     FeatureStore,
     SplitLayout,
     SplitReader,
+    StoreIntegrityError,
     auto_chunk_rows,
     check_split_name,
 )
@@ -221,6 +222,8 @@ class _Plan:
     detail: dict[str, Any]
     state: str  # "missing" | "partial" | "complete"
     stored_layout: SplitLayout | None
+    damaged: tuple[int, ...] = ()  # chunks ``repair=True`` recomputes
+    repair: bool = False
 
 
 def _plan(
@@ -242,8 +245,13 @@ def _plan(
     fsync: bool = True,
     rank: int | None = None,
     world_size: int | None = None,
+    repair: bool = False,
 ) -> _Plan:
     _validate_inputs(backbone, dataset, split)
+    if not isinstance(repair, bool):
+        raise DebuggableError(f"repair: expected True or False, got {repair!r}.")
+    if repair and overwrite:
+        raise DebuggableError("repair, overwrite: overwrite=True re-extracts everything; expected at most one of them.")
     _check_int("batch_size", batch_size)
     _check_int("chunk_rows", chunk_rows, allow_none=True)
     if not isinstance(spatial, bool):
@@ -276,22 +284,33 @@ def _plan(
     kind = FeatureStore.inspect_path(path)
 
     fingerprint, detail = split_fingerprint(backbone, dataset)
-    state, stored_layout = "missing", None
+    state, stored_layout, damaged = "missing", None, ()
     if kind == "store":
         store = FeatureStore(path, mode="r")
-        if split in store:
-            meta = store.metadata(split)
+        meta = None
+        if split in store and not overwrite:
+            try:
+                meta = store.metadata(split)
+            except StoreIntegrityError:
+                if not repair:
+                    raise
+                overwrite = True  # the split's own metadata is damaged: only a whole re-extraction mends it
+        if meta is not None:
             stored_layout = SplitLayout.from_dict(meta["layout"])
             state = "complete" if store.is_complete(split) else "partial"
-            if overwrite:
-                state, stored_layout = "missing", None
-            elif meta.get("fingerprint") != fingerprint:
+            if meta.get("fingerprint") != fingerprint:
                 raise DebuggableError(
                     f"store: split {split!r} in {str(path)!r} was extracted from a different "
                     f"{_fingerprint_difference(meta, detail)}; use a new directory or overwrite=True."
                 )
             else:
                 _check_compatible(split, path, stored_layout, state, meta, spatial, spatial_dtype, chunk_rows, compression, amp_dtype, batch_size, dev)
+            if repair:
+                check = store.verify(split, full=True)
+                if any(p.chunk is None and p.file.name == "zarr.json" for p in check.problems):
+                    overwrite, state, stored_layout = True, "missing", None
+                elif check.problems:
+                    damaged, state = tuple(check.damaged_chunks), "partial"
     if state != "complete":
         FeatureStore.check_writable(path)
     return _Plan(
@@ -317,6 +336,8 @@ def _plan(
         detail=detail,
         state=state,
         stored_layout=stored_layout,
+        damaged=damaged,
+        repair=repair,
     )
 
 
@@ -508,6 +529,10 @@ def _run(plan: _Plan) -> SplitReader:
             if plan.rank == 0:
                 FeatureStore(plan.path, mode="a").delete_split(plan.split)
             _barrier(plan)
+        elif plan.repair and plan.state == "partial":
+            if plan.rank == 0:
+                FeatureStore(plan.path, mode="a").writer(plan.split).invalidate(plan.damaged)
+            _barrier(plan)
         exists = FeatureStore.inspect_path(plan.path) == "store" and plan.split in FeatureStore(plan.path, mode="r")
 
         cached: dict[tuple[int, int], dict[str, np.ndarray]] = {}
@@ -568,7 +593,9 @@ def _run(plan: _Plan) -> SplitReader:
             writer.finalize(fsync=plan.fsync)
         _barrier(plan)
         complete = store.is_complete(plan.split)
-        return store.split(plan.split, allow_incomplete=not complete)
+        reader = store.split(plan.split, allow_incomplete=not complete)
+        reader.repaired_chunks = list(plan.damaged)
+        return reader
     finally:
         backbone.train(was_training)
 
@@ -660,6 +687,7 @@ def extract_features(
     fsync: bool = True,
     rank: int | None = None,
     world_size: int | None = None,
+    repair: bool = False,
 ) -> SplitReader:
     """Run ``backbone`` over ``dataset`` and store the outputs as split ``split``.
 
@@ -690,6 +718,10 @@ def extract_features(
         rank, world_size: this process's share of the chunks when several independent
             processes extract the same split; default from ``torch.distributed`` when
             initialised, else a single writer.
+        repair: check every done chunk of an existing split against its recorded
+            size and CRC-32C (:meth:`FeatureStore.verify`) and recompute only the
+            damaged ones (the reader's ``repaired_chunks`` lists them); a split whose
+            own metadata is damaged is re-extracted whole.
 
     Returns:
         A :class:`SplitReader` over the split (complete unless other independent
@@ -720,6 +752,7 @@ def extract_features(
         fsync=fsync,
         rank=rank,
         world_size=world_size,
+        repair=repair,
     )
     return _run(plan)
 

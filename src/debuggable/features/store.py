@@ -51,6 +51,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import google_crc32c
 import numpy as np
 import torch
 import zarr
@@ -64,11 +65,14 @@ from debuggable.features.stats import RunningMoments
 __all__ = [
     "FORMAT_VERSION",
     "ARRAY_NAMES",
+    "ChunkProblem",
     "FeatureStore",
+    "SplitCheck",
     "SplitLayout",
     "SplitReader",
     "SplitStatus",
     "SplitWriter",
+    "StoreIntegrityError",
     "auto_chunk_rows",
 ]
 
@@ -115,6 +119,113 @@ def _pid_alive(pid: int) -> bool:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+#: The checksum recorded per chunk file in its done-marker (CRC-32C, hardware-accelerated
+#: by ``google-crc32c``, the implementation zarr-python itself uses for its crc32c codec).
+CHECKSUM = "crc32c"
+
+
+def _crc(data: Any, crc: int = 0) -> int:
+    """CRC-32C of a C-contiguous array or bytes-like object, continuing from ``crc``."""
+    if isinstance(data, bytes):
+        return google_crc32c.extend(crc, data)
+    view = data.reshape(-1).view(np.uint8) if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
+    view = view.view()
+    view.flags.writeable = False  # the C extension takes read-only buffers only
+    return google_crc32c.extend(crc, view)
+
+
+def _file_crc(path: Path, block: int = 1 << 24) -> tuple[int, int]:
+    """(size in bytes, CRC-32C) of the file at ``path``."""
+    crc, size = 0, 0
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(max(1, min(block, os.fstat(f.fileno()).st_size)))
+        view = memoryview(buf)
+        while True:
+            n = f.readinto(view)
+            if not n:
+                break
+            crc = _crc(view[:n], crc)
+            size += n
+    return size, crc
+
+
+class StoreIntegrityError(DebuggableError):
+    """A file of a feature store does not hold what its done-marker recorded.
+
+    Attributes:
+        file: the damaged (or missing) file.
+        split: the split it belongs to.
+        chunk: the chunk index, or ``None`` for split-level files.
+        problem: what is wrong, e.g. ``"truncated (1024 of 4096 bytes)"``.
+        repair: the command (or call) that mends it.
+    """
+
+    def __init__(self, file: Path, split: str, chunk: int | None, problem: str, repair: str | None = None):
+        self.file, self.split, self.chunk, self.problem = Path(file), split, chunk, problem
+        self.repair = repair or "extract_features(..., repair=True)"
+        super().__init__(self._sentence())
+
+    def _sentence(self) -> str:
+        what = f"chunk {self.chunk} of split {self.split!r}" if self.chunk is not None else f"split {self.split!r}"
+        return f"store: {what}: {self.file} is {self.problem}; repair it with `{self.repair}`."
+
+    def with_repair(self, repair: str) -> "StoreIntegrityError":
+        """The same error, naming ``repair`` as the command that mends it."""
+        return StoreIntegrityError(self.file, self.split, self.chunk, self.problem, repair)
+
+    def __reduce__(self):  # picklable across processes
+        return (StoreIntegrityError, (self.file, self.split, self.chunk, self.problem, self.repair))
+
+
+@dataclass(frozen=True)
+class ChunkProblem:
+    """One damaged file found by :meth:`FeatureStore.verify`.
+
+    Attributes:
+        split: the split.
+        chunk: chunk index (``None`` for split-level files such as ``_complete.json``).
+        file: the file.
+        problem: what is wrong (``"missing"``, ``"truncated (...)"``, ``"corrupt (checksum ...)"``, ...).
+    """
+
+    split: str
+    chunk: int | None
+    file: Path
+    problem: str
+
+
+@dataclass(frozen=True)
+class SplitCheck:
+    """What :meth:`FeatureStore.verify` found in one split.
+
+    Attributes:
+        split: the split.
+        state: ``"complete"`` or ``"partial"``.
+        n_chunks: chunks in the split.
+        checked: chunks whose done-marker was checked.
+        unchecksummed: done chunks written before checksums were recorded (only their
+            presence and size can be checked).
+        full: whether file contents were checksummed (else only sizes).
+        problems: the damaged files.
+    """
+
+    split: str
+    state: str
+    n_chunks: int
+    checked: int
+    unchecksummed: int
+    full: bool
+    problems: tuple[ChunkProblem, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def damaged_chunks(self) -> list[int]:
+        return sorted({p.chunk for p in self.problems if p.chunk is not None})
 
 
 def check_split_name(split: Any) -> str:
@@ -329,6 +440,12 @@ class _ArrayHandle:
         self._writable = None
         #: chunk indices that may be read (``None``: all; set for incomplete splits)
         self.done: set[int] | None = None
+        #: ``expected(c)``: the chunk file's recorded ``{"bytes", "crc32c"}`` (``None``
+        #: for chunks written before checksums); ``None``: reads are not verified.
+        self.expected: Any = None
+        #: the split's name, for error messages
+        self.split = path.parent.name
+        self._verified: set[int] = set()
 
     @property
     def n_chunks(self) -> int:
@@ -340,8 +457,12 @@ class _ArrayHandle:
 
     # -- writing ---------------------------------------------------------------
 
-    def write_chunk(self, i: int, data: np.ndarray, fsync: bool) -> None:
-        """Write chunk ``i`` whole (``data`` has the chunk's valid rows)."""
+    def write_chunk(self, i: int, data: np.ndarray, fsync: bool) -> dict[str, int]:
+        """Write chunk ``i`` whole (``data`` has the chunk's valid rows).
+
+        Returns the file's ``{"bytes": size, "crc32c": checksum}`` as read back from
+        the file just written (so the record covers what is on disk).
+        """
         if self._writable is None:
             self._writable = self.zarr.with_config({"write_empty_chunks": True})
         cp = self.chunk_path(i)
@@ -350,9 +471,56 @@ class _ArrayHandle:
         # from killed writers are swept by SplitWriter.finalize.
         cp.unlink(missing_ok=True)
         lo = i * self.chunk_rows
-        self._writable[lo : lo + data.shape[0]] = data
-        if fsync:
-            _fsync_file(cp)
+        try:
+            self._writable[lo : lo + data.shape[0]] = data
+            if fsync:
+                _fsync_file(cp)
+        except OSError as exc:
+            if not getattr(exc, "filename", None) or str(exc.filename).endswith(".partial"):
+                exc.filename = str(cp)  # a failed write() names no file (or zarr's temporary)
+            raise
+        size, crc = _file_crc(cp)
+        return {"bytes": size, CHECKSUM: crc}
+
+    # -- integrity -------------------------------------------------------------
+
+    def full_chunk_bytes(self) -> int | None:
+        """Size of a raw chunk file (the last one is padded to full size); ``None`` if compressed."""
+        return self.chunk_rows * self.row_bytes if self.raw else None
+
+    def check_file(self, c: int, data: Any = None, size: int | None = None) -> None:
+        """Raise :class:`StoreIntegrityError` unless chunk ``c``'s file matches its record.
+
+        ``data`` (a buffer of the whole file) avoids reading it again; ``size`` is the
+        file size when known.
+        """
+        path = self.chunk_path(c)
+        rec = self.expected(c) if self.expected is not None else None
+        want = rec["bytes"] if rec else self.full_chunk_bytes()
+        if data is None:
+            try:
+                if rec is None:
+                    size = path.stat().st_size
+                else:
+                    size, crc = _file_crc(path)
+            except FileNotFoundError:
+                raise StoreIntegrityError(path, self.split, c, "missing although its chunk is marked done") from None
+        else:
+            size = memoryview(data).nbytes if size is None else size
+            crc = _crc(data) if rec is not None else None
+        if want is not None and size != want:
+            what = "truncated" if size < want else "longer than recorded"
+            raise StoreIntegrityError(path, self.split, c, f"{what} ({size} of {want} bytes)")
+        if rec is not None and crc != rec[CHECKSUM]:
+            raise StoreIntegrityError(
+                path, self.split, c, f"corrupt (CRC-32C {crc:08x}, recorded {rec[CHECKSUM]:08x})"
+            )
+
+    def _ensure_verified(self, c: int) -> None:
+        if self.expected is None or c in self._verified:
+            return
+        self.check_file(c)
+        self._verified.add(c)
 
     # -- reading ---------------------------------------------------------------
 
@@ -376,24 +544,52 @@ class _ArrayHandle:
                 out[a - lo : b - lo] = 0
                 continue
             if not self.raw:
+                self._ensure_verified(c)
                 out[a - lo : b - lo] = self.zarr[a:b]
                 continue
-            dst = memoryview(flat[(a - lo) * self.row_bytes : (b - lo) * self.row_bytes])
+            dst_arr = flat[(a - lo) * self.row_bytes : (b - lo) * self.row_bytes]
+            dst = memoryview(dst_arr)
             path = self.chunk_path(c)
+            check = self.expected is not None and c not in self._verified
+            valid = min(self.chunk_rows, self.shape[0] - c_lo)
+            whole = a == c_lo and b == c_lo + valid  # the block holds every valid row of the chunk
+            if check and not whole:
+                self._ensure_verified(c)  # reads the chunk once; later reads of it are not re-checked
+                check = False
             try:
                 f = open(path, "rb", buffering=0)
             except FileNotFoundError:
-                raise DebuggableError(f"store: chunk file {path} is missing although its chunk is marked done.") from None
+                raise StoreIntegrityError(path, self.split, c, "missing although its chunk is marked done") from None
             with f:
                 f.seek((a - c_lo) * self.row_bytes)
                 got = 0
                 while got < len(dst):
                     n = f.readinto(dst[got:])
                     if not n:
-                        raise DebuggableError(
-                            f"store: chunk file {path} is truncated; expected {self.chunk_rows * self.row_bytes} bytes."
-                        )
+                        break
                     got += n
+                if check:
+                    # The checksum covers the whole file: these rows plus the last chunk's padding
+                    # (read one byte more than recorded, to see a file that grew).
+                    rec = self.expected(c)
+                    want = rec["bytes"] if rec is not None else (self.full_chunk_bytes() or 0)
+                    rest = f.read(max(0, want - got) + 1) if got == len(dst) else b""
+                    crc = _crc(rest, _crc(dst_arr[:got]))
+                    if rec is not None:
+                        size = got + len(rest)
+                        if size == rec["bytes"] and crc != rec[CHECKSUM]:
+                            raise StoreIntegrityError(
+                                path, self.split, c, f"corrupt (CRC-32C {crc:08x}, recorded {rec[CHECKSUM]:08x})"
+                            )
+                        if size != rec["bytes"]:
+                            what = "truncated" if size < rec["bytes"] else "longer than recorded"
+                            raise StoreIntegrityError(path, self.split, c, f"{what} ({size} of {rec['bytes']} bytes)")
+                    self._verified.add(c)
+                if got < len(dst):
+                    want = self.full_chunk_bytes()
+                    raise StoreIntegrityError(
+                        path, self.split, c, f"truncated ({(a - c_lo) * self.row_bytes + got} of {want} bytes)"
+                    )
         return out
 
     def read_index(self, idx: np.ndarray) -> np.ndarray:
@@ -414,6 +610,7 @@ class _ArrayHandle:
             elif self.raw:
                 out[group] = self.memmap_chunk(c, valid)[local]
             else:
+                self._ensure_verified(c)
                 out[group] = self.zarr[c_lo : c_lo + valid][local]
         return out
 
@@ -429,7 +626,17 @@ class _ArrayHandle:
         c_lo = c * self.chunk_rows
         if valid is None:
             valid = min(self.chunk_rows, self.shape[0] - c_lo)
-        mm = np.memmap(self.chunk_path(c), dtype=self.dtype, mode="r", shape=(self.chunk_rows,) + self.row_shape)
+        path = self.chunk_path(c)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise StoreIntegrityError(path, self.split, c, "missing although its chunk is marked done") from None
+        if size != self.full_chunk_bytes():
+            self.check_file(c)  # names the problem (truncated, longer than recorded)
+        mm = np.memmap(path, dtype=self.dtype, mode="r", shape=(self.chunk_rows,) + self.row_shape)
+        if self.expected is not None and c not in self._verified:
+            self.check_file(c, data=mm, size=size)
+            self._verified.add(c)
         return mm[:valid]
 
 
@@ -581,7 +788,10 @@ class FeatureStore:
             if p.is_dir() and not p.name.startswith(".") and (p / "zarr.json").is_file():
                 try:
                     attrs = json.loads((p / "zarr.json").read_text(encoding="utf-8")).get("attributes", {})
-                except (OSError, ValueError):
+                except (OSError, ValueError, AttributeError):
+                    # a damaged split is still a split (verify and repair must see it)
+                    if (p / _CHUNKS_DIR).is_dir():
+                        out.append(p.name)
                     continue
                 if _SPLIT_KEY in attrs:
                     out.append(p.name)
@@ -611,7 +821,10 @@ class FeatureStore:
         path = self._split_meta_path(check_split_name(split))
         if not path.is_file():
             raise DebuggableError(f"split: {split!r} is not in the feature store {str(self.path)!r}; it has {self.splits()}.")
-        attrs = json.loads(path.read_text(encoding="utf-8")).get("attributes", {})
+        try:
+            attrs = json.loads(path.read_text(encoding="utf-8")).get("attributes", {})
+        except (ValueError, AttributeError) as exc:
+            raise StoreIntegrityError(path, split, None, f"unreadable ({exc})") from None
         meta = attrs.get(_SPLIT_KEY)
         if not isinstance(meta, dict):
             raise DebuggableError(f"split: {split!r} in {str(self.path)!r} is not a debuggable feature split.")
@@ -653,14 +866,121 @@ class FeatureStore:
         state = "complete" if self.is_complete(split) else "partial"
         return SplitStatus(split, state, layout.n_chunks, len(done), layout.n_rows, done_rows)
 
-    def split(self, split: str, allow_incomplete: bool = False) -> "SplitReader":
+    def split(self, split: str, allow_incomplete: bool = False, verify: bool = True) -> "SplitReader":
         """A :class:`SplitReader` over ``split``.
+
+        ``verify``: check each chunk file against the size and CRC-32C its done-marker
+        recorded the first time the reader touches it (a damaged file raises
+        :class:`StoreIntegrityError` naming it); chunks written before checksums were
+        recorded are checked for size only.
 
         Raises:
             DebuggableError: no such split, or it is incomplete and ``allow_incomplete``
                 is false.
         """
-        return SplitReader(self, split, allow_incomplete=allow_incomplete)
+        return SplitReader(self, split, allow_incomplete=allow_incomplete, verify=verify)
+
+    # -- integrity -----------------------------------------------------------------
+
+    def _read_marker(self, split: str, c: int) -> dict[str, Any]:
+        """Chunk ``c``'s done-marker, or raise :class:`StoreIntegrityError` if it is unreadable."""
+        path = self._split_dir(split) / _CHUNKS_DIR / f"{c:08d}.json"
+        try:
+            marker = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise StoreIntegrityError(path, split, c, "missing (the chunk's done-marker)") from None
+        except (OSError, ValueError) as exc:
+            raise StoreIntegrityError(path, split, c, f"unreadable ({exc})") from None
+        if not isinstance(marker, dict) or not isinstance(marker.get("moments"), dict):
+            raise StoreIntegrityError(path, split, c, "not a done-marker")
+        return marker
+
+    def _marker_files(self, split: str, c: int) -> dict[str, Any] | None:
+        """Just the ``files`` table of chunk ``c``'s done-marker (``None`` without one).
+
+        The writer puts ``files`` last, so a reader parses that tail instead of the
+        whole marker (whose moments hold 2 x D floats); anything unexpected falls back
+        to the full parse, which names a damaged marker.
+        """
+        path = self._split_dir(split) / _CHUNKS_DIR / f"{c:08d}.json"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            return self._read_marker(split, c).get("files")
+        at = text.rfind('"files": {')
+        if at >= 0:
+            try:
+                files = json.loads("{" + text[at:])["files"]
+                if isinstance(files, dict) and all(isinstance(v, dict) and "bytes" in v for v in files.values()):
+                    return files
+            except ValueError:
+                pass
+        return self._read_marker(split, c).get("files")
+
+    def verify(self, split: str, full: bool = True) -> SplitCheck:
+        """Check every done chunk of ``split`` against its done-marker.
+
+        Args:
+            split: the split.
+            full: read every chunk file and compare its CRC-32C with the recorded one;
+                ``False`` checks only that each file exists with the recorded size (a
+                few ``stat`` calls per chunk, what ``debuggable status`` does).
+
+        Returns:
+            A :class:`SplitCheck`; its ``problems`` name each damaged file. Chunks
+            written before checksums were recorded count as ``unchecksummed`` and are
+            checked for presence and size only.
+        """
+        layout = self.layout(split)
+        d = self._split_dir(split)
+        complete = (d / _COMPLETE).is_file()
+        problems: list[ChunkProblem] = []
+        if complete:
+            try:
+                json.loads((d / _COMPLETE).read_text(encoding="utf-8"))["moments"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                problems.append(ChunkProblem(split, None, d / _COMPLETE, f"unreadable ({exc})"))
+        handles = {}
+        for a in layout.arrays:
+            try:
+                handles[a] = _ArrayHandle(d / a, mode="r")
+            except DebuggableError as exc:
+                problems.append(ChunkProblem(split, None, d / a / "zarr.json", f"unreadable ({exc})"))
+        if len(handles) < len(layout.arrays):
+            return SplitCheck(split, "complete" if complete else "partial", layout.n_chunks, 0, 0, bool(full),
+                              tuple(problems))
+        done = [c for c in self.done_chunks(split) if c < layout.n_chunks]
+        if complete:
+            for c in sorted(set(range(layout.n_chunks)) - set(done)):
+                problems.append(ChunkProblem(split, c, d / _CHUNKS_DIR / f"{c:08d}.json", "missing (the chunk's done-marker)"))
+        unchecksummed = 0
+        for c in done:
+            try:
+                marker = self._read_marker(split, c)
+            except StoreIntegrityError as exc:
+                problems.append(ChunkProblem(split, c, exc.file, exc.problem))
+                continue
+            files = marker.get("files")
+            if files is None:
+                unchecksummed += 1
+            for name, h in handles.items():
+                rec = None if files is None else files.get(name)
+                h.expected = (lambda _c, rec=rec: rec) if (full or rec is None) else None
+                try:
+                    if full or rec is None:
+                        h.check_file(c)
+                    else:
+                        path = h.chunk_path(c)
+                        size = path.stat().st_size
+                        if size != rec["bytes"]:
+                            what = "truncated" if size < rec["bytes"] else "longer than recorded"
+                            problems.append(ChunkProblem(split, c, path, f"{what} ({size} of {rec['bytes']} bytes)"))
+                except FileNotFoundError:
+                    problems.append(ChunkProblem(split, c, h.chunk_path(c), "missing although its chunk is marked done"))
+                except StoreIntegrityError as exc:
+                    problems.append(ChunkProblem(split, c, exc.file, exc.problem))
+        return SplitCheck(split, "complete" if complete else "partial", layout.n_chunks, len(done), unchecksummed,
+                          bool(full), tuple(problems))
 
     __getitem__ = split
 
@@ -830,6 +1150,14 @@ class SplitWriter:
     def _marker_path(self, i: int) -> Path:
         return self.dir / _CHUNKS_DIR / f"{i:08d}.json"
 
+    def invalidate(self, chunks: Sequence[int]) -> None:
+        """Forget chunks (for :func:`extract_features` ``repair=True``): the completion
+        marker goes first (also when ``chunks`` is empty), then each chunk's done-marker,
+        so the split reads as partial and a rerun recomputes exactly these chunks."""
+        (self.dir / _COMPLETE).unlink(missing_ok=True)
+        for c in chunks:
+            self._marker_path(int(c)).unlink(missing_ok=True)
+
     def write_chunk(
         self,
         i: int,
@@ -875,9 +1203,9 @@ class SplitWriter:
         if not np.isfinite(data["features"]).all():
             raise DebuggableError(f"features: chunk {i} (rows {lo}..{hi - 1}) of split {self.name!r} contains NaN or inf.")
         moments = RunningMoments.from_block(data["features"])
-        for name, arr in data.items():
-            self._arrays[name].write_chunk(i, arr, fsync=fsync)
-        marker = {"chunk": int(i), "rows": [int(lo), int(hi)], "moments": moments.to_dict()}
+        files = {name: self._arrays[name].write_chunk(i, arr, fsync=fsync) for name, arr in data.items()}
+        marker = {"chunk": int(i), "rows": [int(lo), int(hi)], "moments": moments.to_dict(),
+                  "checksum": CHECKSUM, "files": files}
         atomic_write_text(self._marker_path(i), json.dumps(marker), fsync=fsync)
         return moments
 
@@ -894,7 +1222,7 @@ class SplitWriter:
             return False
         total = RunningMoments()
         for i in range(self.n_chunks):
-            marker = json.loads(self._marker_path(i).read_text(encoding="utf-8"))
+            marker = self.store._read_marker(self.name, i)
             if marker.get("rows") != list(self.chunk_bounds(i)):
                 raise DebuggableError(
                     f"store: done-marker of chunk {i} in split {self.name!r} covers rows {marker.get('rows')}, "
@@ -960,7 +1288,7 @@ class SplitReader:
         complete: whether the split carries its completion marker.
     """
 
-    def __init__(self, store: FeatureStore, split: str, allow_incomplete: bool = False):
+    def __init__(self, store: FeatureStore, split: str, allow_incomplete: bool = False, verify: bool = True):
         self.store = store
         self.name = check_split_name(split)
         self.metadata = store.metadata(split)
@@ -979,7 +1307,22 @@ class SplitReader:
             done = set(store.done_chunks(split))
             for h in self._arrays.values():
                 h.done = done
+        self.verify = bool(verify)
+        #: chunks that ``extract_features(..., repair=True)`` recomputed to return this reader
+        self.repaired_chunks: list[int] = []
+        self._records: dict[int, dict[str, Any] | None] = {}
+        if self.verify:
+            for name, h in self._arrays.items():
+                h.expected = (lambda c, name=name: self._file_record(c, name))
         self._moments: RunningMoments | None = None
+
+    def _file_record(self, c: int, array: str) -> dict[str, int] | None:
+        """The ``{"bytes", "crc32c"}`` chunk ``c``'s done-marker recorded for ``array``
+        (``None`` when the chunk was written before checksums were recorded)."""
+        if c not in self._records:
+            self._records[c] = self.store._marker_files(self.name, c)
+        files = self._records[c]
+        return None if files is None else files.get(array)
 
     # -- description -------------------------------------------------------------
 

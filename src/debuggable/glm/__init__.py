@@ -9,13 +9,14 @@
 * :class:`GLMPath`: the result (original feature scale), with ``save`` / ``load``;
 * :func:`select_by_accuracy`, :func:`select_by_features`, :func:`select_by_lambda`:
   pick one point of a path, recording the rule;
-* :class:`ElasticNetPathClassifier`: a scikit-learn estimator around all of it.
+* :class:`ElasticNetPathClassifier`, :class:`ElasticNetPathRegressor`: scikit-learn
+  estimators around all of it (they pass ``check_estimator``).
 
 See ``docs/glm.md``.
 """
 
 from debuggable.glm._validation import BlockReader
-from debuggable.glm.estimator import ElasticNetPathClassifier
+from debuggable.glm.estimator import ElasticNetPathClassifier, ElasticNetPathRegressor
 from debuggable.glm.path import ArrayReader, elastic_net_path, lambda_max
 from debuggable.glm.result import GLMPath
 from debuggable.glm.select import Selection, select, select_by_accuracy, select_by_features, select_by_lambda
@@ -24,6 +25,7 @@ __all__ = [
     "ArrayReader",
     "BlockReader",
     "ElasticNetPathClassifier",
+    "ElasticNetPathRegressor",
     "GLMPath",
     "Selection",
     "elastic_net_path",

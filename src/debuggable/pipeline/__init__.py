@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from debuggable.errors import DebuggableError
-from debuggable.pipeline.data_stage import build_data, run_data_stage
+from debuggable.pipeline.data_stage import build_data, check_data_stage, run_data_stage
 from debuggable.pipeline.debug_stage import check_debug_config, debug_applies, run_debug_stage
 from debuggable.pipeline.evaluate_stage import run_evaluate_stage
 from debuggable.pipeline.explain_tests_stage import (
@@ -54,7 +54,7 @@ from debuggable.run.config import (
 )
 
 STAGES: list[Stage] = [
-    Stage("data", "data", ("data",), (), run_data_stage,
+    Stage("data", "data", ("data",), (), run_data_stage, check=check_data_stage,
           help="load the data set, plant the configured bugs, record their ground truth"),
     Stage("train", "models", ("data", "model", "robust_model"), ("data",), run_train_stage,
           applies=lambda run: any(needs_training(m) for m in model_roles(run.config).values()),
@@ -82,6 +82,8 @@ STAGES: list[Stage] = [
     Stage("studies", "studies", ("data", "model", "robust_model", "extract", "glm", "evaluate", "interpret", "failures",
                                  "studies"), ("evaluate", "interpret", "failures"), run_studies_stage,
           applies=studies_applies,
+          # The database and what `debuggable study score|export` write keep changing afterwards.
+          volatile=("studies.db*", "scores.json", "simulated.json", "figures/*", "export/*"),
           help="human studies from the finished run: task generators, assignment, database (see `debuggable study`)"),
     Stage("report", "report", ("report",), ("data", "train", "extract", "fit", "evaluate", "failures", "debug",
                                             "explain_tests", "interpret", "studies"), run_report_stage,
@@ -262,11 +264,16 @@ def validate(config: RunConfig) -> None:
         else:
             check_backbone_params(model.kind, model.params)
         if needs_training(model):
+            from pydantic import ValidationError
+
+            from debuggable.models import TrainConfig
+            from debuggable.run.config_errors import explain
+
             try:
                 train_config(model, config.seed, "cpu")
-            except Exception as exc:  # pydantic's message, reduced to its first line
-                first = str(exc).splitlines()
-                raise DebuggableError(f"{role} model train settings are invalid: {' '.join(first[:3])}.") from None
+            except ValidationError as exc:
+                section = "model.train" if role == "inspected" else f"{role}_model.train"
+                raise DebuggableError(explain(exc, TrainConfig, f"{role} model train settings", section)) from None
     if config.glm.store not in model_roles(config):
         raise DebuggableError(f"glm.store {config.glm.store!r} names no model of this run; expected one of {list(model_roles(config))}.")
     if config.evaluate.rule == "features" and config.evaluate.per_class is None:
@@ -290,27 +297,36 @@ def _check_params(where: str, func, params: dict[str, Any], skip: tuple[str, ...
     """Raise naming the first key of ``params`` that ``func`` does not take, or a required one missing."""
     import inspect
 
+    from debuggable.run.config_errors import check_values, unknown_key_sentence
+
     sig = inspect.signature(func)
     accepted = [n for n, p in sig.parameters.items()
                 if n not in skip and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
     for name in params:
         if name not in accepted:
-            raise DebuggableError(f"{where}: {name!r} is not a setting here; expected some of {accepted}.")
+            raise DebuggableError(unknown_key_sentence(where, name, accepted))
     for name in accepted:
         if sig.parameters[name].default is inspect.Parameter.empty and name not in params:
             raise DebuggableError(f"{where}: {name!r} is required; got only {sorted(params)}.")
+    check_values(where, func, params)
 
 
 def _context(run: RunDirectory, progress: bool) -> StageContext:
     return StageContext(device=resolve_device(run.config.extract.device), progress=progress)
 
 
-def run_until(run: RunDirectory, stage_name: str, *, force: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run ``stage_name`` and, first, the stages it depends on (transitively) that are not done."""
+def run_until(run: RunDirectory, stage_name: str, *, force: bool = False, progress: bool = True,
+              repair: bool = False) -> dict[str, Any]:
+    """Run ``stage_name`` and, first, the stages it depends on (transitively) that are not done.
+
+    ``repair`` (stage ``extract`` only): recompute only the feature-store chunks whose
+    files no longer match their checksums, instead of everything ``force`` redoes.
+    """
     if stage_name not in _BY_NAME:
         raise DebuggableError(f"stage {stage_name!r} does not exist; expected one of {list(_BY_NAME)}.")
     needed = dependencies(stage_name)
     ctx = _context(run, progress)
+    ctx.repair = bool(repair) and stage_name == "extract"
     summaries: dict[str, Any] = {}
     for stage in STAGES:
         if stage.name not in needed:

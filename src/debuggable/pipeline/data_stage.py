@@ -63,6 +63,13 @@ def _image_samples(splits: DatasetSplits, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
+def check_data_stage(run: RunDirectory, ctx: StageContext) -> None:
+    """Load the data (cached for the stage) and check its labels before anything is written."""
+    from debuggable.pipeline.data_checks import check_labels
+
+    check_labels(build_data(run.config, ctx), run.config)
+
+
 def run_data_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, Any], list[str]]:
     splits = build_data(run.config, ctx)
     out_dir = run.stage_dir("data")

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from debuggable.features import FeatureStore, extract_features, split_fingerprint
+from debuggable.features.store import StoreIntegrityError
 from debuggable.models import Backbone, load_backbone
 from debuggable.pipeline.data_stage import build_data
 from debuggable.pipeline.stage import StageContext
@@ -47,7 +48,10 @@ def stale_split(path: Path, split: str, backbone: Backbone, dataset: Any, *, spa
     store = FeatureStore(path, mode="r")
     if split not in store:
         return False
-    meta = store.metadata(split)
+    try:
+        meta = store.metadata(split)
+    except StoreIntegrityError:
+        return False  # damaged: extract_features repairs it (--repair) or says how
     if meta.get("fingerprint") != split_fingerprint(backbone, dataset)[0]:
         return True
     return spatial and meta.get("layout", {}).get("spatial_shape") is None
@@ -69,6 +73,9 @@ def run_extract_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, A
             replace = stale_split(path, split, backbone, ds, spatial=spatial)
             if replace:
                 ctx.log(f"[extract] {role}/{split}: the stored features came from other weights or settings; replacing them")
+            # --force re-extracts every split; --repair recomputes only damaged chunks.
+            repair = ctx.repair and not replace
+            replace = replace or (ctx.force and not ctx.repair)
             reader = extract_features(
                 backbone,
                 ds,
@@ -80,7 +87,12 @@ def run_extract_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, A
                 device=ctx.device,
                 progress=ctx.progress,
                 overwrite=replace,
+                repair=repair,
             )
+            if reader.repaired_chunks:
+                ctx.log(f"[extract] {role}/{split}: recomputed damaged chunks {reader.repaired_chunks}")
+            elif repair:
+                ctx.log(f"[extract] {role}/{split}: every chunk matches its checksum")
             seconds = time.perf_counter() - t0
             info: dict[str, Any] = {"rows": int(reader.n_rows), "feature_dim": int(reader.shape[1]),
                                     "seconds": round(seconds, 3)}

@@ -27,6 +27,10 @@ class StageContext:
     progress: bool = True
     log: Callable[[str], None] = print
     cache: dict[str, Any] = field(default_factory=dict)
+    #: set by :func:`run_stage`: the stage runs because ``--force`` asked (redo it all)
+    force: bool = False
+    #: ``extract --repair``: recompute only the damaged feature-store chunks
+    repair: bool = False
 
 
 StageFn = Callable[[RunDirectory, StageContext], tuple[dict[str, Any], list[str]]]
@@ -45,6 +49,11 @@ class Stage:
             relative to the run directory.
         applies: whether the stage has anything to do under a config.
         help: one line for ``debuggable --help``.
+        volatile: ``fnmatch`` patterns (relative to ``directory``) of files that keep
+            changing after the stage finished (a database, later scores): left out of
+            its integrity record.
+        check: validates what the stage needs before it starts (raises
+            :class:`DebuggableError`); the manifest is not touched when it fails.
     """
 
     name: str
@@ -54,12 +63,28 @@ class Stage:
     fn: StageFn
     applies: Callable[[RunDirectory], bool] = lambda run: True
     help: str = ""
+    check: Callable[[RunDirectory, "StageContext"], None] | None = None
+    volatile: tuple[str, ...] = ()
 
     def config_hash(self, run: RunDirectory) -> str:
         return run.config.section_hash(*self.sections)
 
     def status(self, run: RunDirectory) -> str:
-        return run.status(self.name, self.config_hash(run), self.depends_on)
+        """``done``, ``partial``, ``stale``, ``missing`` or ``corrupt`` (done, but a file it
+        wrote is missing or has another size than recorded: a ``stat`` per file)."""
+        status = run.status(self.name, self.config_hash(run), self.depends_on)
+        if status == "done":
+            from debuggable.pipeline.integrity import check_stage
+
+            if not check_stage(run, self.name, full=False).ok:
+                return "corrupt"
+        return status
+
+
+def _rerun_hint(run: RunDirectory, stage: Stage) -> str:
+    import shlex
+
+    return f"then rerun `debuggable {stage.name.replace('_', '-')} {shlex.quote(str(run.path))}` to resume"
 
 
 def run_stage(stage: Stage, run: RunDirectory, ctx: StageContext, *, force: bool = False) -> dict[str, Any] | None:
@@ -69,17 +94,34 @@ def run_stage(stage: Stage, run: RunDirectory, ctx: StageContext, *, force: bool
     the stage itself decides how much of its partial output it can reuse (extraction
     resumes chunk by chunk).
     """
+    from debuggable.features.store import StoreIntegrityError
+    from debuggable.pipeline.integrity import check_stage, repair_command
+    from debuggable.run.faults import io_error
+
     if not stage.applies(run):
         return None
     status = stage.status(run)
     if status == "done" and not force:
         ctx.log(f"[{stage.name}] up to date, skipped")
         return run.summary(stage.name)
-    if status in ("partial", "stale"):
-        ctx.log(f"[{stage.name}] {status}: redoing")
+    if status == "corrupt" and not force:
+        raise check_stage(run, stage.name, full=False).error()
+    if status in ("partial", "stale", "corrupt"):
+        ctx.log(f"[{stage.name}] {status}: " + ("repairing" if ctx.repair and stage.name == "extract" else "redoing"))
     t0 = time.perf_counter()
-    run.begin(stage.name, stage.directory, stage.config_hash(run))
-    summary, outputs = stage.fn(run, ctx)
-    run.finish(stage.name, summary, outputs)
+    ctx.force = force
+    try:
+        if stage.check is not None:
+            stage.check(run, ctx)  # nothing written yet: a failure leaves the manifest as it was
+        run.begin(stage.name, stage.directory, stage.config_hash(run))
+        summary, outputs = stage.fn(run, ctx)
+        run.finish(stage.name, summary, outputs, stage.volatile)
+    except StoreIntegrityError as exc:
+        raise exc.with_repair(repair_command(run, "extract")) from None
+    except OSError as exc:
+        # Disk full, permission, read-only: the stage stays partial and resumes on a rerun.
+        raise io_error(exc, run.path / stage.directory, then=_rerun_hint(run, stage)) from None
+    finally:
+        ctx.force = False
     ctx.log(f"[{stage.name}] done in {time.perf_counter() - t0:.1f} s -> {run.path / stage.directory}")
     return summary

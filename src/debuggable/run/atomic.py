@@ -18,6 +18,20 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 
+def current_umask() -> int:
+    """The process's umask (read from /proc on Linux, where reading does not change it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)  # elsewhere it is read by setting it (restrictive meanwhile)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -46,10 +60,18 @@ def atomic_write_file(path: str | os.PathLike, write: Callable[[Path], None], *,
     os.close(fd)
     try:
         write(Path(tmp))
+        # mkstemp makes 0600 (and some writers recreate the file): files honour the umask
+        os.chmod(tmp, 0o666 & ~current_umask())
         if fsync:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if not getattr(exc, "filename", None) or str(exc.filename) == tmp:
+            exc.filename = str(path)  # a failed write() names no file; the temporary means nothing to a user
+        raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -111,6 +133,14 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        # mkdtemp makes 0700 and some writers (safetensors) make 0600 files: the umask decides
+        mask = current_umask()
+        os.chmod(tmp, 0o777 & ~mask)
+        for dirpath, dirnames, filenames in os.walk(tmp):
+            for name in dirnames:
+                os.chmod(os.path.join(dirpath, name), 0o777 & ~mask)
+            for name in filenames:
+                os.chmod(os.path.join(dirpath, name), 0o666 & ~mask)
         if path.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.replace(path, trash / path.name)

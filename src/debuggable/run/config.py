@@ -455,11 +455,11 @@ def loads_config(text: str, source: str = "run.toml") -> RunConfig:
     except tomllib.TOMLDecodeError as exc:
         raise DebuggableError(f"{source} is not valid TOML: {exc}.") from None
     try:
-        return RunConfig.model_validate(raw)
+        return RunConfig.model_validate(raw, strict=True)  # TOML has types: "3" is not an integer
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise DebuggableError(f"{source}: setting {where!r} is invalid: {err['msg']}.") from None
+        from debuggable.run.config_errors import explain
+
+        raise DebuggableError(explain(exc, RunConfig, source)) from None
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -27,6 +27,7 @@ from debuggable import __version__
 from debuggable.errors import DebuggableError
 from debuggable.run.atomic import atomic_write_json, atomic_write_text, read_json
 from debuggable.run.config import CONFIG_FILE, RunConfig, dumps_config, load_config
+from debuggable.run.integrity import FILES_KEY, record_files
 
 MANIFEST_FILE = "manifest.json"
 SUMMARY_FILE = "summary.json"
@@ -40,8 +41,9 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def ensure_writable(path: str | os.PathLike) -> Path:
-    """Create ``path`` if needed and prove it is writable, or raise one clear sentence."""
+def ensure_writable(path: str | os.PathLike, hint: str = "choose another with --out") -> Path:
+    """Create ``path`` if needed and prove it is writable, or raise one clear sentence
+    ending in ``hint`` (what the user can do; commands without ``--out`` pass their own)."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -53,7 +55,7 @@ def ensure_writable(path: str | os.PathLike) -> Path:
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             reason = "permission denied" if exc.errno != errno.EROFS else "read-only file system"
         raise DebuggableError(
-            f"output directory {str(path)!r} is not writable ({reason}); choose another with --out."
+            f"output directory {str(path)!r} is not writable ({reason}); {hint}."
         ) from None
     return path
 
@@ -131,7 +133,7 @@ class RunDirectory:
         if (path / MANIFEST_FILE).exists():
             manifest = cls._read_manifest(path)
         else:
-            ensure_writable(path)
+            ensure_writable(path, hint="make it writable or copy the run.toml to a directory you can write")
             manifest = {"format": FORMAT_VERSION, "debuggable_version": __version__, "created": _now(), "stages": {}}
         return cls(path, config, manifest)
 
@@ -186,10 +188,13 @@ class RunDirectory:
         self._save_manifest()
         return self.stage_dir(directory)
 
-    def finish(self, stage: str, summary: dict[str, Any], outputs: list[str]) -> None:
-        """Write ``<dir>/summary.json`` then mark ``stage`` done in the manifest."""
+    def finish(self, stage: str, summary: dict[str, Any], outputs: list[str], volatile: tuple[str, ...] = ()) -> None:
+        """Write ``<dir>/summary.json`` then mark ``stage`` done in the manifest, with the
+        size and CRC-32C of every file under its directory (``debuggable.run.integrity``)
+        but those matching a ``volatile`` pattern."""
         rec = self.manifest["stages"][stage]
         atomic_write_json(self.path / rec["dir"] / SUMMARY_FILE, summary)
+        rec[FILES_KEY] = record_files(self.path, rec["dir"], volatile)
         now = time.time()
         rec.update(
             status="done",
