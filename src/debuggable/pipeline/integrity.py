@@ -26,7 +26,6 @@ from debuggable.run import RunDirectory
 from debuggable.run.integrity import FILES_KEY, check_files
 
 #: Sub-command names that differ from the stage names.
-_COMMANDS = {"explain_tests": "explain-tests"}
 
 
 class RunIntegrityError(DebuggableError):
@@ -69,7 +68,9 @@ class StageCheck:
 def repair_command(run: RunDirectory, stage: str) -> str:
     """The command that mends ``stage``'s damaged output: ``extract --repair`` recomputes
     only the damaged feature-store chunks; any other stage is redone (``--force``)."""
-    cmd = _COMMANDS.get(stage, stage)
+    from debuggable.pipeline.stage import stage_command
+
+    cmd = stage_command(stage)
     run_arg = shlex.quote(str(run.path))
     return f"debuggable {cmd} {run_arg} --repair" if stage == "extract" else f"debuggable {cmd} {run_arg} --force"
 

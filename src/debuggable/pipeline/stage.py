@@ -81,10 +81,19 @@ class Stage:
         return status
 
 
+#: Stages whose command is not their name.
+_COMMANDS = {"explain_tests": "explain-tests", "studies": "study create"}
+
+
+def stage_command(stage: str) -> str:
+    """The ``debuggable`` sub-command that runs ``stage``."""
+    return _COMMANDS.get(stage, stage)
+
+
 def _rerun_hint(run: RunDirectory, stage: Stage) -> str:
     import shlex
 
-    return f"then rerun `debuggable {stage.name.replace('_', '-')} {shlex.quote(str(run.path))}` to resume"
+    return f"then rerun `debuggable {stage_command(stage.name)} {shlex.quote(str(run.path))}` to resume"
 
 
 def run_stage(stage: Stage, run: RunDirectory, ctx: StageContext, *, force: bool = False) -> dict[str, Any] | None:
