@@ -275,7 +275,7 @@ def test_admin_routes_need_the_admin_token(client, study_set, tmp_path):
             assert client.get(f"/admin/{bad}{suffix}").status_code == 403
 
 
-@pytest.mark.parametrize("n", ["0", "9", "-1", "1.5", "abc", "01x", "99999999999999999999"])
+@pytest.mark.parametrize("n", ["0", "9", "-1", "1.5", "abc", "01x", "99999999999999999999", "\u0663", " 1"])
 def test_out_of_range_positions_are_404_and_write_nothing(client, study_set, db, n):
     _, token, ids = _who(study_set)
     assert len(ids) == 8
