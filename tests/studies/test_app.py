@@ -22,10 +22,9 @@ from tests.studies.toy import make_toy_studies
 
 
 @pytest.fixture
-def db(study_set, tmp_path):
-    d = StudyDatabase(f"sqlite:///{tmp_path / 'app.db'}")
-    d.migrate()
-    d.import_studies(study_set)
+def db(study_set):
+    d = StudyDatabase(study_set.database_url)  # migrated and imported already (conftest)
+    assert d.import_studies(study_set) == {"toy": "unchanged", "toy2": "unchanged"}
     yield d
     d.close()
 

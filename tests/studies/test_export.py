@@ -25,11 +25,9 @@ from tests.studies.answering import EVIL_TEXT
 
 
 @pytest.fixture
-def answered(study_set, tmp_path):
+def answered(study_set):
     """Two answers per study: an attention check (right in toy, wrong in toy2) and a main task with free text."""
-    db = StudyDatabase(f"sqlite:///{tmp_path / 'export.db'}")
-    db.migrate()
-    db.import_studies(study_set)
+    db = StudyDatabase(study_set.database_url)  # migrated and imported already (conftest)
     given = []
     for study, check_pick in (("toy", "B"), ("toy2", "A")):
         annotator, ids = next(iter(study_set.assignments[study].items()))
