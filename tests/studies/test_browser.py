@@ -35,8 +35,8 @@ if not CHROMIUM.exists():
 
 @pytest.fixture(scope="module")
 def study_set(tmp_path_factory):
-    # Five tasks per annotator (three main tasks and two attention checks), every question kind.
-    return make_toy_studies(tmp_path_factory.mktemp("browser") / "studies", tasks_per_condition=3)
+    # Four or five tasks per annotator (two or three main tasks, two attention checks), every question kind.
+    return make_toy_studies(tmp_path_factory.mktemp("browser") / "studies", tasks_per_condition=3, annotators=5)
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +200,23 @@ def test_closing_the_page_midway_resumes_at_the_right_task(browser, server, stud
                                           range(half + 1, len(ids) + 1), "mouse", answered=range(1, half + 1)))
         context.close()
         assert _stored(study_set, annotator) == expected
+
+
+def test_everything_works_without_javascript(browser, server, study_set):
+    context = browser.new_context(java_script_enabled=False)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    try:
+        for study, annotator, token, ids in _annotators(study_set, 4):
+            page.goto(f"{server.url}/a/{token}/t/1")
+            # Without the script a conditional question is on the page, with its condition stated.
+            assert page.locator(".condition").count() == sum(
+                1 for q in study_set.task(ids[0]).questions if q.show_if is not None)
+            expected = _answer_positions(page, server, study_set, token, ids, annotator, range(1, len(ids) + 1), "mouse")
+            assert "Thank you" in page.content()
+            assert _stored(study_set, annotator) == expected
+    finally:
+        context.close()
 
 
 def test_the_admin_downloads_the_answers(page, server, study_set):
