@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from debuggable.studies import StudySet
+from debuggable.studies.db import StudyDatabase
 
 from tests.studies.toy import make_toy_studies
 
@@ -114,12 +115,19 @@ def database_url(request, tmp_path):
 @pytest.fixture(scope="session")
 def _toy_template(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy") / "studies"
-    make_toy_studies(root)
+    study_set = make_toy_studies(root)
+    # The default SQLite database, migrated and holding the studies: copying it is much
+    # quicker than migrating anew in every test.
+    db = StudyDatabase(study_set.database_url)
+    db.migrate()
+    db.import_studies(study_set)
+    db.close()
     return root
 
 
 @pytest.fixture
 def study_set(tmp_path, _toy_template):
-    """The toy studies (``toy`` and ``toy2``, 4 annotators each) in ``tmp_path/studies`` (a fresh copy)."""
+    """The toy studies (``toy`` and ``toy2``, 4 annotators each) in ``tmp_path/studies`` (a fresh copy),
+    with their default SQLite database migrated and imported, without answers."""
     shutil.copytree(_toy_template, tmp_path / "studies")
     return StudySet(tmp_path / "studies")

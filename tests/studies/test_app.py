@@ -22,10 +22,9 @@ from tests.studies.toy import make_toy_studies
 
 
 @pytest.fixture
-def db(study_set, tmp_path):
-    d = StudyDatabase(f"sqlite:///{tmp_path / 'app.db'}")
-    d.migrate()
-    d.import_studies(study_set)
+def db(study_set):
+    d = StudyDatabase(study_set.database_url)  # migrated and imported already (conftest)
+    assert d.import_studies(study_set) == {"toy": "unchanged", "toy2": "unchanged"}
     yield d
     d.close()
 
@@ -275,7 +274,7 @@ def test_admin_routes_need_the_admin_token(client, study_set, tmp_path):
             assert client.get(f"/admin/{bad}{suffix}").status_code == 403
 
 
-@pytest.mark.parametrize("n", ["0", "9", "-1", "1.5", "abc", "01x", "99999999999999999999"])
+@pytest.mark.parametrize("n", ["0", "9", "-1", "1.5", "abc", "01x", "99999999999999999999", "\u0663", " 1"])
 def test_out_of_range_positions_are_404_and_write_nothing(client, study_set, db, n):
     _, token, ids = _who(study_set)
     assert len(ids) == 8

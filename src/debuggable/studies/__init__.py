@@ -4,7 +4,15 @@
   questions, answer keys) and how answers are validated;
 * :mod:`~debuggable.studies.assign`: balanced, replicated, seeded assignment;
 * :mod:`~debuggable.studies.tokens`: unguessable annotator and admin links;
-* :mod:`~debuggable.studies.files`: a run's ``studies/`` directory.
+* :mod:`~debuggable.studies.files`: a run's ``studies/`` directory;
+* :mod:`~debuggable.studies.db`: the database of tasks and answers (SQLite or any
+  SQLAlchemy URL, Alembic migrations);
+* :mod:`~debuggable.studies.app`: the annotation web app (FastAPI, Jinja2) and its JSON API;
+* :mod:`~debuggable.studies.server`: serving a run's studies with uvicorn;
+* :mod:`~debuggable.studies.export`: answers with their task records, crowd links.
+
+The web app, database and server modules are imported on use (``from
+debuggable.studies.db import StudyDatabase``), so task generation does not load them.
 """
 
 from debuggable.studies.assign import annotator_ids, assign_tasks

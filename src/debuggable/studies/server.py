@@ -69,8 +69,7 @@ def serve(studies_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int 
     print(f"Serving {len(study_set.studies)} studies ({', '.join(study_set.studies)}) from {study_set.root}")
     print(f"Database: {database.engine.url.render_as_string(hide_password=True)}")
     print(f"Admin page (keep it private): {base}/admin/{study_set.signer.admin_token()}")
-    print(f"{links} annotator links: download them from the admin page (links.csv) or run "
-          f"`debuggable study export`; each is {base}/a/<token>")
+    print(f"{links} annotator links, each {base}/a/<token>: download them as links.csv from the admin page")
     sys.stdout.flush()
     app = create_app(study_set, database)
     try:

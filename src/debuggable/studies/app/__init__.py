@@ -125,7 +125,7 @@ def create_app(study_set: StudySet, database: StudyDatabase, *, max_body_bytes: 
         return _Annotator(annotator_id, token, study, study_set.assignments[study.name][annotator_id])
 
     def position_of(who: _Annotator, n: str) -> tuple[int, Task]:
-        if not n.isdigit() or not 1 <= int(n) <= who.total:
+        if not (n.isascii() and n.isdigit()) or not 1 <= int(n) <= who.total:
             raise HTTPException(404, NOT_FOUND)
         position = int(n)
         return position, study_set.task(who.tasks[position - 1])
