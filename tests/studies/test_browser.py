@@ -21,6 +21,7 @@ from debuggable.studies.export import completion_code
 from debuggable.studies.server import ServerProcess
 
 from tests.studies.answering import generic_answer, shortcut
+from tests.studies.tiny_study_run import fresh_copy
 from tests.studies.toy import make_toy_studies
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -33,10 +34,14 @@ if not CHROMIUM.exists():
                 allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
-def study_set(tmp_path_factory):
-    # Four or five tasks per annotator (two or three main tasks, two attention checks), every question kind.
-    return make_toy_studies(tmp_path_factory.mktemp("browser") / "studies", tasks_per_condition=3, annotators=5)
+@pytest.fixture(scope="module", params=["toy", "run"])
+def study_set(request, tmp_path_factory):
+    if request.param == "toy":
+        # Four or five tasks per annotator (two or three main tasks, two attention checks), every question kind.
+        return make_toy_studies(tmp_path_factory.mktemp("browser") / "studies", tasks_per_condition=3, annotators=5)
+    # The five real study kinds, made from a tiny finished run (5 annotators each).
+    run = fresh_copy(tmp_path_factory.mktemp("studies_run"), tmp_path_factory.mktemp("browser_run") / "run")
+    return StudySet(run.path / "studies")
 
 
 @pytest.fixture(scope="module")

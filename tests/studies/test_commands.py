@@ -80,10 +80,10 @@ def test_study_commands_on_a_run_without_studies_say_so(tmp_path, capsys):
 
 
 def test_bad_study_settings_are_one_sentence_before_anything_is_written(tmp_path, capsys):
-    config = tiny_config(replication=5)  # 4 annotators
+    config = tiny_config(replication=6)  # 5 annotators
     target = tmp_path / "bad"
     target.mkdir()
     (target / "run.toml").write_text(dumps_config(config), encoding="utf-8")
     assert main(["study", "create", str(target), "--no-progress"]) == 2
-    assert "studies.replication 5 needs at least as many annotators" in capsys.readouterr().err
+    assert "studies.replication 6 needs at least as many annotators" in capsys.readouterr().err
     assert sorted(p.name for p in target.iterdir()) == ["run.toml"]

@@ -1,7 +1,7 @@
 """One tiny finished run with every study made from it, built once per test process.
 
 Digits with a planted patch, a small and a robust CNN, the failure analysis and
-small studies (4 annotators, 2 answers per task) answered by nobody yet: tests that
+small studies (5 annotators, 2 answers per task) answered by nobody yet: tests that
 answer copy it first (:func:`fresh_copy`).
 """
 
@@ -27,9 +27,9 @@ _BUILT: dict[str, Path] = {}
 
 def studies_config(**overrides) -> StudiesConfig:
     parts = dict(
-        annotators=4, replication=2, checks_per_annotator=2,
+        annotators=5, replication=2, checks_per_annotator=2,
         simulation=SimulationStudyConfig(tasks=6, features=3, feature_images=2),
-        spurious=SpuriousStudyConfig(images=2),
+        spurious=SpuriousStudyConfig(tasks=3, images=2),
         misclassification=MisclassificationStudyConfig(tasks=4, feature_images=2),
         description=DescriptionStudyConfig(groups=2, features=1, images=3),
         failure_review=FailureReviewStudyConfig(groups=1, images=3),

@@ -300,8 +300,10 @@ class SimulationStudyConfig(_Section):
 class SpuriousStudyConfig(_Section):
     """The spurious-correlation study (001 Sec. 4.1): for each class, its ``per_class``
     strongest positive features (sparse and dense layer), ``images`` top-activating
-    ``split`` images of the class and of the other class the feature fires on most."""
+    ``split`` images of the class and of the other class the feature fires on most; at
+    most ``tasks`` per condition (drawn at random)."""
 
+    tasks: int = Field(30, ge=1)
     per_class: int = Field(1, ge=1)
     images: int = Field(3, ge=1, le=8)
     split: str = "test"

@@ -229,8 +229,9 @@ class Task(_Record):
         return [im.src for b in self.blocks for im in b.images]
 
     def public(self) -> dict[str, Any]:
-        """What the browser and the annotator API may see: no key, no meta."""
-        return self.model_dump(mode="json", exclude={"key", "meta"})
+        """What the browser and the annotator API may see: no key, no meta, and no block
+        ``data`` (the record of what a block stands for: dataset rows, feature ids)."""
+        return self.model_dump(mode="json", exclude={"key": True, "meta": True, "blocks": {"__all__": {"data"}}})
 
     def asked(self, answer: dict[str, Any]) -> list[Question]:
         """The questions shown for ``answer`` (those whose ``show_if`` holds)."""

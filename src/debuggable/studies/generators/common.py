@@ -25,11 +25,12 @@ class StudyImages:
         self.size = size
         self._written: dict[str, str] = {}
 
-    def add(self, name: str, image: np.ndarray, *, caption: str = "", alt: str = "", label: str | None = None) -> Image:
+    def add(self, name: str, image: np.ndarray, *, caption: str = "", alt: str = "", label: str | None = None,
+            size: int | None = None) -> Image:
         """The :class:`Image` of ``image`` (C, H, W or H, W in [0, 1]) saved as ``img/<name>.png``
-        (written the first time a name is used)."""
+        (written the first time a name is used), upscaled to ``size`` (default the writer's)."""
         if name not in self._written:
-            self._written[name] = save_png(image, self.directory, name, size=self.size)
+            self._written[name] = save_png(image, self.directory, name, size=size or self.size)
         return Image(src=self._written[name], caption=caption, alt=alt or caption or name, label=label)
 
     def heatmap(self, name: str, image: np.ndarray, heat: np.ndarray, **kwargs) -> Image:

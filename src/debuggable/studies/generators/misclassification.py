@@ -75,8 +75,8 @@ def misclassification_study(source: RunSource, directory, cfg: Misclassification
         if rng.random() < 0.5:
             roles.reverse()
         image = source.images(cfg.split, np.array([row]))[0]
-        blocks = [Block(kind="images", title="The picture", images=[writer.add(f"{cfg.split}_{row}", image,
-                                                                              caption="", alt="the picture")],
+        blocks = [Block(kind="images", title="The picture", images=[writer.add(f"{cfg.split}_{row}_large", image,
+                                                                              alt="the picture", size=256)],
                         columns=1, data={"row": row, "split": cfg.split})]
         for letter, (r, j) in zip("AB", roles):
             blocks.append(feature_panel(visuals, writer, j, f"Pattern {letter}", n_images=cfg.feature_images,

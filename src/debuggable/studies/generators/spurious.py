@@ -51,7 +51,7 @@ def spurious_study(source: RunSource, directory, cfg: SpuriousStudyConfig, *, na
                    replication: int = 1, checks: int = 4) -> Study:
     """One task per (class, feature) for each layer's ``cfg.per_class`` strongest positive
     features per class; conditions are balanced by keeping as many tasks of each
-    layer as the smaller one has (chosen at random)."""
+    layer as the smaller one has, at most ``cfg.tasks`` (chosen at random)."""
     if source.modality != "image":
         raise DebuggableError("the spurious-correlation study shows images; this run's data are not images.")
     rng = np.random.default_rng(seed)
@@ -70,7 +70,7 @@ def spurious_study(source: RunSource, directory, cfg: SpuriousStudyConfig, *, na
             positive = [(j, w) for j, w in layer.top_features(c) if w > 0][: cfg.per_class]
             items += [(c, j, w) for j, w in positive]
         per_condition[condition] = items
-    n = min(len(v) for v in per_condition.values())
+    n = min(min(len(v) for v in per_condition.values()), cfg.tasks)
     if n == 0:
         raise DebuggableError("the spurious-correlation study found no feature with a positive weight in one of the layers.")
     tasks: list[Task] = []
