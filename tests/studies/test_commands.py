@@ -87,3 +87,19 @@ def test_bad_study_settings_are_one_sentence_before_anything_is_written(tmp_path
     assert main(["study", "create", str(target), "--no-progress"]) == 2
     assert "studies.replication 6 needs at least as many annotators" in capsys.readouterr().err
     assert sorted(p.name for p in target.iterdir()) == ["run.toml"]
+
+
+def test_simulated_answers_are_discarded_when_the_studies_are_made_again(run, capsys):
+    assert main(["study", "simulate", str(run.path), "--oracle", "1", "--noisy", "0", "--random", "0"]) == 0
+    capsys.readouterr()
+    assert main(["study", "create", str(run.path), "--force", "--no-progress"]) == 0
+    assert "discarding" in capsys.readouterr().out
+    from debuggable.studies.db import StudyDatabase
+
+    studies = StudySet(run.path / "studies")
+    db = StudyDatabase(studies.database_url)
+    try:
+        assert db.answers() == []
+    finally:
+        db.close()
+    assert not (run.path / "studies" / "simulated.json").exists()
