@@ -6,21 +6,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from debuggable.report.html import SectionBuilder, section  # noqa: E402
-from debuggable.run import RunDirectory, read_json  # noqa: E402
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+from debuggable.report.html import SectionBuilder, section
+from debuggable.report.plots import _save, plt
+from debuggable.run import RunDirectory, read_json
 
 
 def rate_chart(rows: list[tuple[str, dict[str, Any]]], path: Path, *, title: str, chance: float | None = None,
