@@ -18,7 +18,16 @@ from debuggable.errors import DebuggableError
 from debuggable.run import RunDirectory, StudiesConfig
 from debuggable.studies.assign import assign_tasks
 from debuggable.run import read_json
-from debuggable.studies.files import SECRET_FILE, SIMULATED_FILE, SQLITE_FILE, STUDIES_DIR, StudySet, save_study
+from debuggable.studies.files import (
+    FIGURES_DIR,
+    SCORES_FILE,
+    SECRET_FILE,
+    SIMULATED_FILE,
+    SQLITE_FILE,
+    STUDIES_DIR,
+    StudySet,
+    save_study,
+)
 from debuggable.studies.tokens import load_or_create_secret
 
 #: Studies that show the failure analysis.
@@ -93,6 +102,9 @@ def create_studies(run: RunDirectory, *, device, log: Callable[[str], None] = pr
         log(f"[studies] discarding {answered} answers of simulated annotators")
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
+    for stale in (SCORES_FILE, SIMULATED_FILE):  # they describe the studies about to be replaced
+        (root / stale).unlink(missing_ok=True)
+    shutil.rmtree(root / FIGURES_DIR, ignore_errors=True)
     source = RunSource(run, device=device, progress=progress)
     made, skipped = [], {}
     summary_studies: dict[str, Any] = {}

@@ -33,6 +33,8 @@ STUDIES_DIR = "studies"
 INDEX_FILE = "index.json"
 SECRET_FILE = "secret.key"
 SQLITE_FILE = "studies.db"
+SCORES_FILE = "scores.json"
+FIGURES_DIR = "figures"
 #: Which annotators are simulated (``debuggable study simulate``, the demo) and with which policy.
 SIMULATED_FILE = "simulated.json"
 

@@ -34,11 +34,9 @@ import numpy as np
 
 from debuggable.run import RunDirectory, atomic_write_json, read_json
 from debuggable.studies import stats
-from debuggable.studies.files import SIMULATED_FILE, STUDIES_DIR, StudySet
+from debuggable.studies.files import FIGURES_DIR, SCORES_FILE, SIMULATED_FILE, STUDIES_DIR, StudySet
 from debuggable.studies.schema import Study, Task
 
-SCORES_FILE = "scores.json"
-FIGURES_DIR = "figures"
 
 #: What the seed texts report, for the report's comparison.
 PAPER = {
