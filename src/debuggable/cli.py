@@ -35,8 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--pretrained", action="store_true",
                       help="use EfficientNet-Lite0's ImageNet features instead of training a small CNN")
     demo.add_argument("--text", action="store_true",
-                      help="the text pipeline instead: frozen MiniLM features of the VADER movie snippets with a "
+                      help="the text pipeline instead: MiniLM fine-tuned on the VADER movie snippets with a "
                            "planted trigger token, word clouds, counterfactuals and bias probes")
+    demo.add_argument("--frozen", action="store_true",
+                      help="with --text: keep the MiniLM encoder frozen (no fine-tuning; into ./debuggable-demo-text-frozen)")
     _add_common(demo)
 
     init = sub.add_parser("init", help="write a run.toml with every setting at its default")
@@ -100,9 +102,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         if getattr(args, "text", False) and args.pretrained:
             raise DebuggableError("demo: --text and --pretrained are different demos; expected at most one of them.")
+        if args.frozen and not args.text:
+            raise DebuggableError("demo: --frozen applies to the text demo; expected --text --frozen.")
         if getattr(args, "text", False):
-            config = pipeline.text_demo_config()
-            out = args.out or "debuggable-demo-text"
+            config = pipeline.text_demo_config(fine_tune=not args.frozen)
+            out = args.out or ("debuggable-demo-text-frozen" if args.frozen else "debuggable-demo-text")
         else:
             config = pipeline.pretrained_demo_config() if args.pretrained else pipeline.demo_config()
             out = args.out or ("debuggable-demo-pretrained" if args.pretrained else "debuggable-demo")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from debuggable.errors import DebuggableError
 
@@ -46,12 +46,40 @@ class ModelConfig(_Section):
     """A model: ``kind`` names a backbone in ``debuggable.models.load_backbone``.
 
     A built-in trainable kind (``small_cnn``) with no ``path`` in ``params`` is
-    trained in the run with the ``train`` hyper-parameters (``debuggable.models.TrainConfig``).
+    trained in the run with the ``train`` hyper-parameters (``debuggable.models.TrainConfig``);
+    ``kind = "minilm"`` with ``fine_tune = true`` fine-tunes the encoder with a linear
+    head on the training sentences (``debuggable.models.finetune``).
+
+    A user's own network (``debuggable.models.user_module``): ``kind = "module"`` builds
+    it with ``factory`` (``"package.module:callable"``, called with ``params``) and
+    loads ``weights`` (a state dict, ``.pt``/``.safetensors``); ``kind = "exported"``
+    loads ``path`` (a ``torch.export`` ``.pt2`` program or a TorchScript file). Both read
+    the features from ``layer`` and preprocess the images with ``mean``/``std`` (one
+    value, or one per channel) and ``image_size``. Relative paths and the factory's
+    package are looked up in the run directory first.
     """
 
     kind: str = "small_cnn"
     params: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] | None = None
+    factory: str | None = None
+    weights: str | None = None
+    path: str | None = None
+    layer: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    image_size: int | list[int] | None = None
+    fine_tune: bool = False
+
+    @model_serializer(mode="wrap")
+    def _without_unused(self, handler: Any) -> dict[str, Any]:
+        # Settings a kind does not use stay out of run.toml and of the stage hashes, so
+        # configs written before they existed keep their hashes (and their run directories).
+        data = handler(self)
+        for key in ("factory", "weights", "path", "layer", "mean", "std", "image_size", "fine_tune"):
+            if data.get(key) in (None, False):
+                data.pop(key, None)
+        return data
 
 
 class ExtractConfig(_Section):
