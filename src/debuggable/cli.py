@@ -125,7 +125,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         run.config.extract.device = args.device
     command = STAGE_ALIASES.get(args.command, args.command)
     changed = command == "explain_tests" and apply_explain_tests_options(run.config, args)
-    pipeline.validate(run.config)
+    pipeline.validate(run.config, root=run.path)
     if changed:  # run.toml stays the config that made the run
         from debuggable.run import atomic_write_text
 

@@ -340,6 +340,7 @@ def user_backbone(
     image_size: int | Sequence[int] | None = None,
     root: str | os.PathLike | None = None,
     pool: str = "avg",
+    input_shape: Sequence[int] | None = None,
 ) -> Backbone:
     """A user's model as a :class:`Backbone` in eval mode (see the module docstring).
 
@@ -353,6 +354,8 @@ def user_backbone(
         mean, std, image_size: the preprocessing.
         root: where relative paths and the factory's package are looked up first.
         pool: ``"avg"`` or ``"flatten"`` for spatial/token outputs (hooked layers).
+        input_shape: one raw image's (C, H, W); when given, a zero image is run once
+            so that ``feature_dim``, ``num_classes`` and ``has_spatial`` are known at once.
 
     Raises:
         DebuggableError: naming the first unusable setting.
@@ -376,10 +379,17 @@ def user_backbone(
             raise DebuggableError("factory/weights: kind 'exported' takes neither (the file holds the program and its weights); remove them.")
         model, fmt = load_exported(path, root=root)
         if fmt == "torchscript":
-            return ScriptedBackbone(model.eval(), layer, preprocess=preprocess, name=f"torchscript:{Path(str(path)).name}:{layer}").eval()
+            scripted = ScriptedBackbone(model.eval(), layer, preprocess=preprocess,
+                                        name=f"torchscript:{Path(str(path)).name}:{layer}").eval()
+            if input_shape is not None:
+                check_fits_data(scripted, torch.zeros((1, *input_shape)))
+            return scripted
         name = f"exported:{Path(str(path)).name}:{layer}"
     # A wrong layer name: ModuleBackbone's message lists the closest matches and the valid names.
-    return ModuleBackbone(model.eval(), layer, preprocess=preprocess, pool=pool, name=name).eval()
+    backbone = ModuleBackbone(model.eval(), layer, preprocess=preprocess, pool=pool, name=name).eval()
+    if input_shape is not None:
+        check_fits_data(backbone, torch.zeros((1, *input_shape)))
+    return backbone
 
 
 def check_fits_data(backbone: Backbone, images: torch.Tensor, *, num_classes: int | None = None) -> BackboneOutput:

@@ -374,6 +374,9 @@ def describe_results(run: RunDirectory, summaries: dict[str, Any]) -> str:
                         f"            planted trigger {trig['token']!r}: {trig['predicted_target_with_token']:.1%} of "
                         f"{trig['sentences']} test sentences of other classes carrying it predicted as its class "
                         f"(without it: {trig['predicted_target_without_token']:.1%})")
+            elif m.get("kind") in ("module", "exported"):
+                what = m.get("factory") or m.get("path")
+                lines.append(f"  model:    {role}: {m['kind']} {what}, layer {m.get('layer')!r} (not trained here)")
             elif m.get("trained"):
                 lines.append(
                     f"  model:    {role} ({m['training']}): test accuracy {m['test_accuracy']:.3f}, "

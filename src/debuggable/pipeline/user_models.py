@@ -66,11 +66,11 @@ def check_unused_settings(role: str, model: ModelConfig) -> None:
             )
 
 
-def _backbone(model: ModelConfig, root: Path | None, channels: int) -> Backbone:
-    return user_backbone(model.kind, channels=channels, factory=model.factory, params=model.params,
+def _backbone(model: ModelConfig, root: Path | None, image_shape: tuple[int, ...],
+              probe: bool = True) -> Backbone:
+    return user_backbone(model.kind, channels=int(image_shape[0]), factory=model.factory, params=model.params,
                          weights=model.weights, path=model.path, layer=model.layer, mean=model.mean, std=model.std,
-                         image_size=model.image_size, root=root, pool=str(model.params.get("pool", "avg"))
-                         if model.kind == "exported" else "avg")
+                         image_size=model.image_size, root=root, input_shape=tuple(image_shape) if probe else None)
 
 
 def check_model_section(role: str, model: ModelConfig, config: RunConfig, root: Path | None) -> None:
@@ -98,7 +98,7 @@ def check_model_section(role: str, model: ModelConfig, config: RunConfig, root: 
             "for sentences use kind 'minilm' (fine_tune = true) or 'hf_text'."
         )
     try:
-        backbone = _backbone(model, root, int(splits.train.image_shape[0]))
+        backbone = _backbone(model, root, tuple(splits.train.image_shape), probe=False)
         images, _ = splits.train.batch(np.arange(min(2, len(splits.train))))
         out = check_fits_data(backbone, images)
     except DebuggableError as exc:
@@ -106,22 +106,34 @@ def check_model_section(role: str, model: ModelConfig, config: RunConfig, root: 
     if out.features.ndim != 2 or out.features.shape[1] < 1:
         raise DebuggableError(f"{section}.layer: {model.layer!r} gives features of shape {tuple(out.features.shape)}; "
                               "expected (B, D).")
+    tests = config.explain_tests
+    if role == "inspected" and tests is not None and tests.enabled:
+        k = len(splits.class_names)
+        if out.logits is None:
+            raise DebuggableError(
+                "explain_tests.enabled: the attribution methods explain the model's (B, K) logits, and this model's "
+                "output is not one; expected a classifier's output, or explain_tests.enabled = false.")
+        if tests.retrain == "full" and model.kind == "module" and out.logits.shape[1] != k:
+            raise DebuggableError(
+                f"explain_tests.retrain: 'full' retrains {model.factory} on the data's {k} classes, but it gives "
+                f"{out.logits.shape[1]} logits; expected params that build a {k}-class network, or retrain = 'auto'/'head'.")
 
 
-def data_channels(run: RunDirectory) -> int:
-    """The channels of the run's images, from the data stage's summary (else from the data)."""
+def data_image_shape(run: RunDirectory) -> tuple[int, ...]:
+    """One image's (C, H, W) in the run, from the data stage's summary (else from the data)."""
     summary = run.summary("data")
     if summary and summary.get("image_shape"):
-        return int(summary["image_shape"][0])
+        return tuple(int(v) for v in summary["image_shape"])
     from debuggable.pipeline.data_stage import build_data
 
-    return int(build_data(run.config).train.image_shape[0])
+    return tuple(int(v) for v in build_data(run.config).train.image_shape)
 
 
 def user_model_backbone(run: RunDirectory, role: str, model: ModelConfig) -> Backbone:
-    """The backbone of a user model of ``run`` (validated settings assumed)."""
+    """The backbone of a user model of ``run`` (validated settings assumed), its output
+    shapes known (one zero image of the data's shape is run through it)."""
     try:
-        return _backbone(model, run.path, data_channels(run))
+        return _backbone(model, run.path, data_image_shape(run))
     except DebuggableError as exc:
         raise _prefixed(section_name(role), exc) from None
 

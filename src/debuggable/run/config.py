@@ -272,7 +272,12 @@ class ExplainTestsConfig(_Section):
     inspected one, trained with ``train`` on at most ``train_limit_per_class`` training
     images per class. ``spurious_target``: explain each model's ``predicted`` class or
     the patch's class (``patch_class``). Runs when the inspected model is the built-in
-    ``small_cnn``; ``enabled = false`` turns it off.
+    ``small_cnn`` or a user's image model (``kind = "module"``/``"exported"``); for a
+    user's model randomisation and OOD run on the model as it is, and the models with and
+    without a planted bug are trained here by ``retrain``: ``"full"`` (the user's factory,
+    freshly initialised, trained with ``train``), ``"head"`` (a linear head on the
+    inspected model's frozen features) or ``"auto"`` (``full`` when the factory's output
+    has one logit per class, else ``head``). ``enabled = false`` turns it off.
     """
 
     enabled: bool = True
@@ -300,6 +305,7 @@ class ExplainTestsConfig(_Section):
         "epochs": 3, "batch_size": 64, "lr": 3e-3, "optimizer": "adam"})
     train_limit_per_class: int | None = Field(200, ge=10)
     batch_size: int = Field(64, ge=1)
+    retrain: Literal["auto", "full", "head"] = "auto"
 
 
 class RunConfig(_Section):
