@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="write a run.toml with every setting at its default")
     init.add_argument("out", help="run directory to create")
     init.add_argument("--demo", action="store_true", help="start from the demo's settings")
+    init.add_argument("--model", choices=("module", "exported"), default=None,
+                      help="a commented template for your own model: a Python factory + weights (module), or a "
+                           "torch.export/TorchScript file (exported)")
 
     from debuggable.pipeline import STAGES
 
@@ -87,6 +90,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         target = out / "run.toml"
         if target.exists():
             raise DebuggableError(f"{str(target)!r} already exists; edit it or choose another directory.")
+        if args.model is not None:
+            if args.demo:
+                raise DebuggableError("init: --demo and --model are different starting points; expected at most one.")
+            from debuggable.pipeline.user_models import model_template
+
+            target.write_text(model_template(args.model, args.out), encoding="utf-8")
+            print(f"wrote {target}; edit the settings marked EDIT, then run `debuggable run {target}`")
+            return 0
         config = pipeline.demo_config() if args.demo else RunConfig()
         target.write_text(dumps_config(config), encoding="utf-8")
         print(f"wrote {target}; edit it, then run `debuggable run {target}`")

@@ -64,7 +64,7 @@ def load_class(root: Path):
         sys.path.remove(str(root))
 
 
-def train_weights(root: Path, out: Path, *, width: int = 8, epochs: int = 8, seed: int = 0) -> torch.nn.Module:
+def train_weights(root: Path, out: Path, *, width: int = 8, epochs: int = 5, seed: int = 0) -> torch.nn.Module:
     """Train TinyNet on digits ((x - 0.5) / 0.5 inputs) with a plain loop; save its state dict to ``out``."""
     from sklearn.datasets import load_digits
 

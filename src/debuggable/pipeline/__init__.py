@@ -362,6 +362,10 @@ def describe_results(run: RunDirectory, summaries: dict[str, Any]) -> str:
         splits = ", ".join(f"{k} {v}" for k, v in data["splits"].items())
         bugs = ", ".join(data["planted_bugs"]) or "none"
         lines.append(f"  data:     {data['dataset']} ({data['num_classes']} classes; {splits}); planted: {bugs}")
+    for role, m in model_roles(run.config).items():
+        if m.kind in ("module", "exported"):
+            what = m.factory if m.kind == "module" else m.path
+            lines.append(f"  model:    {role}: {m.kind} {what}, layer {m.layer!r} (not trained here)")
     train = summaries.get("train")
     if train:
         for role, m in train["models"].items():
@@ -374,9 +378,6 @@ def describe_results(run: RunDirectory, summaries: dict[str, Any]) -> str:
                         f"            planted trigger {trig['token']!r}: {trig['predicted_target_with_token']:.1%} of "
                         f"{trig['sentences']} test sentences of other classes carrying it predicted as its class "
                         f"(without it: {trig['predicted_target_without_token']:.1%})")
-            elif m.get("kind") in ("module", "exported"):
-                what = m.get("factory") or m.get("path")
-                lines.append(f"  model:    {role}: {m['kind']} {what}, layer {m.get('layer')!r} (not trained here)")
             elif m.get("trained"):
                 lines.append(
                     f"  model:    {role} ({m['training']}): test accuracy {m['test_accuracy']:.3f}, "

@@ -277,7 +277,7 @@ def run_explain_tests_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[
     plain_rows = np.asarray([i for i in range(len(splits.test)) if i not in patched_test], dtype=np.int64)
 
     for bug in cfg.bugs:
-        ctx.log(f"[explain_tests] {bug}: {len(cfg.methods)} methods")
+        ctx.log(f"[explain_tests] {bug}: {len(methods)} methods")
         if bug == "spurious_patch":
             has_patch = truth is not None and "test" in truth["splits"]
             if has_patch and recipe.kind == "small_cnn":
