@@ -55,14 +55,17 @@ def user_files(tmp_path_factory):
     net = train_weights(d, d / "weights.pt")
     export_program(net, d / "tinynet.pt2")
     script_module(net, d / "tinynet.ts")
-    torch.save(train_weights(d, d / "wide.pt", width=12, epochs=1).state_dict(), d / "wide.pt")
+    partial = {k: v for k, v in net.state_dict().items() if k != "head.bias"} | {"head.scale": torch.ones(1)}
+    torch.save(partial, d / "partial.pt")
+    torch.save({"model": net, "epoch": 3}, d / "pickled.pt")  # a whole pickled module, not a state dict
+    train_weights(d, d / "wide.pt", width=12, epochs=1)
     return d
 
 
 def _run_dir(tmp_path: Path, user_files: Path, config) -> Path:
     run = tmp_path / "run"
     run.mkdir()
-    for name in ("tinynet", "weights.pt", "tinynet.pt2", "tinynet.ts", "wide.pt"):
+    for name in ("tinynet", "weights.pt", "tinynet.pt2", "tinynet.ts", "wide.pt", "partial.pt", "pickled.pt"):
         src = user_files / name
         if src.is_dir():
             (run / name).mkdir()
@@ -163,7 +166,12 @@ BAD_SETTINGS = [
     ("weights missing", dict(model=module_table(weights="nothere.pt")),
      r"^model\.weights: '.*nothere\.pt' does not exist; expected a state-dict file"),
     ("weights mismatched", dict(model=module_table(weights="wide.pt")),
-     r"^model\.weights: the weights do not fit TinyNet \("),
+     r"^model\.weights: .*wide\.pt' does not fit TinyNet built from these params: 5 of another shape \(e\.g\. 'conv1\.weight': \(12, 1, 3, 3\) in the file, \(8, 1, 3, 3\) in the model\); expected"),
+    ("weights keys", dict(model=module_table(weights="partial.pt")),
+     r"^model\.weights: .*partial\.pt' does not fit TinyNet built from these params: 1 of its keys missing "
+     r"\(e\.g\. \['head\.bias'\]\), 1 unexpected \(e\.g\. \['head\.scale'\]\); expected"),
+    ("weights pickled", dict(model=module_table(weights="pickled.pt")),
+     r"^model\.weights: .*pickled\.pt' holds pickled Python objects besides tensors; expected a weights-only checkpoint"),
     ("layer wrong", dict(model=module_table(layer="relu9")),
      r"^model\.layer: 'relu9' is not a sub-module of TinyNet; closest matches are \['relu2', 'relu1'\]"),
     ("input does not fit", dict(model=module_table(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])),

@@ -34,6 +34,7 @@ import inspect
 import os
 import re
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -47,6 +48,9 @@ from debuggable.models.hooks import ModuleBackbone, layer_names
 from debuggable.models.preprocess import ImagePreprocess
 
 USER_KINDS = ("module", "exported")
+# torch's own unpickling of exported programs warns about its internal pytree API; the
+# warning is torch's business and would only clutter a user's log.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 _FACTORY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -194,6 +198,24 @@ def load_weights(model: nn.Module, weights: str | os.PathLike, *, root: str | os
     state = extract_state_dict(read_checkpoint(path, what="weights"), what="weights")
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or reshaped:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of its keys missing (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if reshaped:
+            k = reshaped[0]
+            parts.append(f"{len(reshaped)} of another shape (e.g. {k!r}: {tuple(state[k].shape)} in the file, "
+                         f"{tuple(own[k].shape)} in the model)")
+        raise DebuggableError(
+            f"weights: {str(path)!r} does not fit {type(model).__name__} built from these params: {', '.join(parts)}; "
+            "expected a state dict saved from this architecture with the same params."
+        )
     load_state_dict_strict(model, state, what="weights")
 
 

@@ -155,7 +155,8 @@ name = "image_folder"
 
 [data.params]
 root = "images"                 # EDIT: absolute, or relative to where you run debuggable
-image_size = 64                 # every image is resized to this square size on loading
+image_size = 64                 # EDIT: every image is resized to this square size on loading
+grayscale = false               # true reads 1-channel luminance, false 3-channel RGB
 val_fraction = 0.1
 test_fraction = 0.2
 seed = 0
