@@ -120,6 +120,14 @@ def test_user_module_and_exported_program_through_every_stage(tmp_path, user_fil
     assert table_csv[0].split(",")[-1] == "model"
     assert "measured on" in (run / "report" / "index.html").read_text()
 
+    # Retrained weights in the same file make the stages that read them stale.
+    assert main(["status", str(run)]) == 0
+    assert "extract    done" in capsys.readouterr().out
+    train_weights(run, run / "weights.pt", epochs=1, seed=1)
+    assert main(["status", str(run)]) == 0
+    status = capsys.readouterr().out
+    assert "extract    stale" in status and "data       done" in status
+
 
 def test_exported_model_explain_tests_retrain_only_a_head(tmp_path, user_files):
     config = digits_config(explain_tests=TINY_TESTS.model_copy(update={"bugs": ["spurious_patch", "model_randomization"]}))

@@ -167,9 +167,12 @@ def choose_recipe(model: ModelConfig, requested: str, backbone: Backbone | None,
 
 def settings_hash(run: RunDirectory, role: str, recipe: Recipe) -> str:
     """What an extra model depends on: the data, the model's table, the recipe and its settings."""
+    from debuggable.pipeline.user_models import model_files_digest
+
     cfg = run.config.explain_tests
     payload = {"role": role, "seed": run.config.seed, "data": run.config.data.model_dump(mode="json"),
                "model": run.config.model.model_dump(mode="json"), "recipe": recipe.kind, "train": cfg.train,
+               "weights": model_files_digest(run, ("model",)) if recipe.kind == "head" else None,
                "limit": cfg.train_limit_per_class,
                "mislabel_fraction": cfg.mislabel_fraction if role == "mislabelled" else None}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -138,6 +138,49 @@ def user_model_backbone(run: RunDirectory, role: str, model: ModelConfig) -> Bac
         raise _prefixed(section_name(role), exc) from None
 
 
+# ----------------------------------------------------------------------------- staleness
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, cached per (path, size, mtime)."""
+    import hashlib
+
+    try:
+        st = path.stat()
+    except OSError:
+        return "missing"
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def model_files_digest(run: RunDirectory, sections: tuple[str, ...]) -> str | None:
+    """A digest of the user models' weight files among ``sections`` (``None`` when there are none).
+
+    A stage's config hash covers the settings, not the files they name: retraining a
+    user's model into the same ``weights.pt`` must still make the stages that read it
+    stale.
+    """
+    from debuggable.models.user_module import resolve_path
+
+    parts = []
+    for role, key in (("inspected", "model"), ("robust", "robust_model")):
+        model = getattr(run.config, key, None)
+        if key not in sections or model is None or not is_user_model(model):
+            continue
+        name = model.weights if model.kind == "module" else model.path
+        if name is not None:
+            parts.append(f"{role}:{_file_digest(resolve_path(name, run.path))}")
+    return ";".join(parts) or None
+
+
 # ----------------------------------------------------------------------------- the init template
 
 _DATA_TEMPLATE = '''# debuggable run configuration for your own model: edit the marked settings, then
