@@ -50,7 +50,7 @@ STAGES: list[Stage] = [
           help="load the data set, plant the configured bugs, record their ground truth"),
     Stage("train", "models", ("data", "model", "robust_model"), ("data",), run_train_stage,
           applies=lambda run: any(needs_training(m) for m in model_roles(run.config).values()),
-          help="train the built-in models (standard and PGD-robust) the config asks for"),
+          help="train the built-in models the config asks for (standard and PGD-robust CNNs; MiniLM fine-tuned with a head)"),
     Stage("extract", "features", ("data", "model", "robust_model", "extract"), ("data", "train"), run_extract_stage,
           help="write each model's features, logits and predictions to resumable feature stores"),
     # Needs only the feature stores, so `debuggable failures` runs nothing else first.

@@ -2,7 +2,9 @@
 
 The model under inspection (``[model]``) and the robust feature extractor
 (``[robust_model]``) are trained here when they are a built-in trainable kind with no
-``path``; pretrained backbones need no training and the stage records that.
+``path``, or a text encoder to fine-tune (``kind = "minilm"``, ``fine_tune = true``;
+see :mod:`debuggable.pipeline.text_training`); pretrained backbones and a user's own
+models need no training and the stage records that.
 """
 
 from __future__ import annotations
