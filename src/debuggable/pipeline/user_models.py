@@ -223,8 +223,8 @@ num_classes = 10                # EDIT
 
 [glm]
 # The elastic-net path the sparse decision layer is chosen from. Its sparse end is what
-# matters: 40 lambdas down to 1% of lambda_max keep the fit to seconds (the defaults,
-# 100 down to 0.1%, also solve the nearly unregularised end, which can take minutes).
+# matters: 40 lambdas down to 1% of lambda_max (the defaults, 100 down to 0.1%, also
+# solve the nearly unregularised end, which takes the longest).
 n_lambdas = 40
 lambda_min_ratio = 0.01
 
