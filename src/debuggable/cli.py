@@ -86,13 +86,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     from debuggable.run import RunConfig, RunDirectory, dumps_config, ensure_writable
 
     if args.command == "init":
+        if args.model is not None and args.demo:
+            raise DebuggableError("init: --demo and --model are different starting points; expected at most one.")
         out = ensure_writable(args.out)
         target = out / "run.toml"
         if target.exists():
             raise DebuggableError(f"{str(target)!r} already exists; edit it or choose another directory.")
         if args.model is not None:
-            if args.demo:
-                raise DebuggableError("init: --demo and --model are different starting points; expected at most one.")
             from debuggable.pipeline.user_models import model_template
 
             target.write_text(model_template(args.model, args.out), encoding="utf-8")

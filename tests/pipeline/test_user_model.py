@@ -231,3 +231,5 @@ def test_init_writes_a_commented_template_that_loads(tmp_path, capsys):
         assert config.data.name == "image_folder"
     assert "wrote" in capsys.readouterr().out
     assert os.path.exists(tmp_path / "module" / "run.toml")
+    assert main(["init", str(tmp_path / "both"), "--demo", "--model", "module"]) == 2
+    assert not (tmp_path / "both").exists()
