@@ -36,13 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--pretrained", action="store_true",
                       help="use EfficientNet-Lite0's ImageNet features instead of training a small CNN")
     demo.add_argument("--text", action="store_true",
-                      help="the text pipeline instead: frozen MiniLM features of the VADER movie snippets with a "
+                      help="the text pipeline instead: MiniLM fine-tuned on the VADER movie snippets with a "
                            "planted trigger token, word clouds, counterfactuals and bias probes")
+    demo.add_argument("--frozen", action="store_true",
+                      help="with --text: keep the MiniLM encoder frozen (no fine-tuning; into ./debuggable-demo-text-frozen)")
     _add_common(demo)
 
     init = sub.add_parser("init", help="write a run.toml with every setting at its default")
     init.add_argument("out", help="run directory to create")
     init.add_argument("--demo", action="store_true", help="start from the demo's settings")
+    init.add_argument("--model", choices=("module", "exported"), default=None,
+                      help="a commented template for your own model: a Python factory + weights (module), or a "
+                           "torch.export/TorchScript file (exported)")
 
     from debuggable.pipeline import STAGES
 
@@ -105,10 +110,18 @@ def _dispatch(args: argparse.Namespace) -> int:
     from debuggable.run import RunConfig, RunDirectory, dumps_config, ensure_writable
 
     if args.command == "init":
+        if args.model is not None and args.demo:
+            raise DebuggableError("init: --demo and --model are different starting points; expected at most one.")
         out = ensure_writable(args.out, hint="choose another directory")
         target = out / "run.toml"
         if target.exists():
             raise DebuggableError(f"{str(target)!r} already exists; edit it or choose another directory.")
+        if args.model is not None:
+            from debuggable.pipeline.user_models import model_template
+
+            target.write_text(model_template(args.model, args.out), encoding="utf-8")
+            print(f"wrote {target}; edit the settings marked EDIT, then run `debuggable run {target}`")
+            return 0
         config = pipeline.demo_config() if args.demo else RunConfig()
         target.write_text(dumps_config(config), encoding="utf-8")
         print(f"wrote {target}; edit it, then run `debuggable run {target}`")
@@ -134,9 +147,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         if getattr(args, "text", False) and args.pretrained:
             raise DebuggableError("demo: --text and --pretrained are different demos; expected at most one of them.")
+        if args.frozen and not args.text:
+            raise DebuggableError("demo: --frozen applies to the text demo; expected --text --frozen.")
         if getattr(args, "text", False):
-            config = pipeline.text_demo_config()
-            out = args.out or "debuggable-demo-text"
+            config = pipeline.text_demo_config(fine_tune=not args.frozen)
+            out = args.out or ("debuggable-demo-text-frozen" if args.frozen else "debuggable-demo-text")
         else:
             config = pipeline.pretrained_demo_config() if args.pretrained else pipeline.demo_config()
             out = args.out or ("debuggable-demo-pretrained" if args.pretrained else "debuggable-demo")
@@ -155,7 +170,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         run.config.extract.device = args.device
     command = STAGE_ALIASES.get(args.command, args.command)
     changed = command == "explain_tests" and apply_explain_tests_options(run.config, args)
-    pipeline.validate(run.config)
+    pipeline.validate(run.config, root=run.path)
     if changed:  # run.toml stays the config that made the run
         from debuggable.run import atomic_write_text
 

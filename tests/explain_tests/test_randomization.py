@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch import nn
 
 from debuggable.errors import DebuggableError
 from debuggable.explain_tests.randomization import (
@@ -63,3 +64,19 @@ def test_unknown_layer_fails_before_touching_the_model(tiny_cnn):
             pass
     after = _snapshot(tiny_cnn)
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_exported_layers_are_found_and_initialised_as_torch_does():
+    """A torch.export program's sub-modules are not nn.Conv2d/nn.Linear any more; they are
+    found by their own weight and re-initialised exactly as reset_parameters would."""
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    program = torch.export.unflatten(torch.export.export(net, (torch.zeros(2, 1, 8, 8),)))
+    assert randomizable_layers(program) == ["3", "0"] == randomizable_layers(net)
+    with randomized(program, ["3", "0"], seed=7):
+        got = {k: v.detach().clone() for k, v in program.state_dict().items()}
+    for i, name in enumerate(["3", "0"]):  # the oracle: torch's own reset_parameters under the same seed
+        torch.manual_seed(7 + i)
+        dict(net.named_modules())[name].reset_parameters()
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(got[key], value, rtol=0, atol=0)
+    assert not torch.equal(program.state_dict()["3.weight"], net.state_dict()["3.weight"])  # restored on exit

@@ -43,8 +43,9 @@ def test_constant_feature(data):
     X, y = data
     Xc = X.copy()
     Xc[:, 2] = 3.25
-    _err(r"^X: expected features with non-zero variance, got 1 constant feature\(s\) \(column 2\); drop them", Xc, y)
-    _err(r"constant feature", Xc, y, standardize=False)
+    _err(r"^X: expected features with non-zero variance, got 1 constant feature\(s\) \(column 2\); drop them", Xc, y,
+         constant_features="raise")
+    _err(r"constant feature", Xc, y, standardize=False, constant_features="raise")
 
 
 def test_labels(data):

@@ -39,6 +39,8 @@ class TableRow:
         rule: the detection rule, in words.
         n: examples the value is computed on.
         primary: the metric the summary table shows for this method and bug.
+        model: which model(s) the row was measured on, in words (set by the caller;
+            empty when unknown).
     """
 
     method: str
@@ -51,6 +53,7 @@ class TableRow:
     rule: str
     n: int
     primary: bool = False
+    model: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -160,7 +160,35 @@ def _validate_inputs(backbone: Any, dataset: Any, split: Any) -> None:
             f"dataset: split {split!r} is {dataset.modality!r} data but the backbone {backbone.name!r} takes "
             f"{backbone.modality!r} inputs; expected matching modalities."
         )
+    if getattr(backbone, "feature_dim", None) is None:
+        _infer_feature_dim(backbone, dataset, split)
     _check_int("backbone.feature_dim", getattr(backbone, "feature_dim", None))
+
+
+def _infer_feature_dim(backbone: Backbone, dataset: Dataset, split: str) -> None:
+    """Run the backbone once on the split's first item(s) so that an adapter that learns
+    its shapes from its first forward pass (``ModuleBackbone`` without ``input_shape``)
+    knows ``feature_dim`` before the fingerprint and the store layout are made.
+
+    The backbone runs in eval mode without gradients; its train/eval flags are restored.
+    """
+    modes = [(m, m.training) for m in backbone.modules()]
+    backbone.eval()
+    try:
+        x, _ = dataset.batch(np.arange(min(2, len(dataset)), dtype=np.int64))
+        with torch.inference_mode():
+            out = backbone(x)
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    if getattr(backbone, "feature_dim", None) is None and isinstance(getattr(out, "features", None), torch.Tensor):
+        if out.features.ndim == 2:
+            backbone.feature_dim = int(out.features.shape[1])
+    if getattr(backbone, "feature_dim", None) is None:
+        raise DebuggableError(
+            f"backbone.feature_dim: the backbone {backbone.name!r} still does not know its feature size after a forward "
+            f"pass on the first rows of split {split!r}; expected an adapter that sets feature_dim."
+        )
 
 
 def _resolve_amp(amp: Any, device: torch.device) -> torch.dtype | None:

@@ -391,8 +391,3 @@ class _Moments:
         var = self.m2 / max(1, self.n - 1)
         return self.mean, var.sqrt(), self.nonfinite
 
-
-def constant_columns(mean: torch.Tensor, std: torch.Tensor) -> np.ndarray:
-    """Indices of features whose spread is zero up to float64 rounding."""
-    bad = (std <= 1e-10 * mean.abs()) | (std == 0) | ~torch.isfinite(std)
-    return torch.nonzero(bad).flatten().cpu().numpy()

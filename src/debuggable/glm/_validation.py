@@ -250,7 +250,7 @@ def check_constant_features(name: str, const: np.ndarray) -> None:
         listed = ", ".join(str(int(j)) for j in const[:5]) + (", ..." if const.size > 5 else "")
         raise DebuggableError(
             f"{name}: expected features with non-zero variance, got {const.size} constant feature(s) (column {listed}); "
-            "drop them before fitting."
+            "drop them before fitting, or pass constant_features='drop'."
         )
 
 

@@ -31,16 +31,18 @@ from debuggable.glm._design import (
     StreamingDesign,
     _Moments,
     block_rows_for,
-    constant_columns,
     moments_in_memory,
     standardize_in_memory,
 )
+from debuggable.glm.columns import constant_features as find_constant_features
+from debuggable.glm.columns import expand_columns, take_columns
 from debuggable.glm.datafits import Datafit, make_datafit
 from debuggable.glm.penalties import make_penalty
 from debuggable.glm.result import GLMPath
 from debuggable.glm.solvers.prox_newton import ProxNewtonSolver, gradient
 
 SOLVERS = ("auto", "in_memory", "streaming")
+CONSTANT_FEATURES = ("drop", "raise")
 _EXTRAPOLATE = True
 _EXTRAPOLATE_BYTES = 1 << 30  # keep the previous predictions for the warm start up to this size
 # The working set holds the active features and the strong rule's other survivors,
@@ -141,7 +143,8 @@ def _usable_as_is(X: Any, standardize: bool, dtype: torch.dtype, device: torch.d
 
 
 def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, standardize, group, sample_weight,
-           X_val, y_val, device, max_time, verbose, kkt_tol, dtype, solver, max_iter, block_rows) -> SimpleNamespace:
+           X_val, y_val, device, max_time, verbose, kkt_tol, dtype, solver, max_iter, block_rows,
+           constant_features="drop") -> SimpleNamespace:
     """Validate everything, build the design and the null model; compute lambda_max."""
     # ---- scalar arguments --------------------------------------------------------------
     family = V.check_choice("family", family, V.FAMILIES)
@@ -154,6 +157,7 @@ def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, st
     max_time = V.check_positive_float("max_time", max_time, allow_none=True)
     max_iter = V.check_positive_int("max_iter", max_iter)
     solver = V.check_choice("solver", solver, SOLVERS)
+    constant_features = V.check_choice("constant_features", constant_features, CONSTANT_FEATURES)
     cdtype = V.check_dtype(dtype)
     for name, val in (("standardize", standardize), ("group", group)):
         if not isinstance(val, (bool, np.bool_)):
@@ -214,7 +218,25 @@ def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, st
             V.check_finite_matrix("X", X)
         where = f" (first at row {first[0]}, column {first[1]})" if first else ""
         raise DebuggableError(f"X: expected finite numbers, got {bad} NaN or infinite values{where}.")
-    V.check_constant_features("X", constant_columns(mean, std))
+    const = find_constant_features(mean, std)
+    keep, full_d = None, d
+    full_mean = mean.cpu().numpy() if standardize else np.zeros(d)
+    if const.size:
+        if constant_features == "raise":
+            V.check_constant_features("X", const)
+        if const.size == d:
+            raise DebuggableError(f"X: expected at least one feature that varies, got {d} constant features.")
+        # Fit on the other columns; the result is expanded back with zero weights (glm/columns.py).
+        keep = np.setdiff1d(np.arange(d), const)
+        index = torch.as_tensor(keep, device=mean.device)
+        mean, std = mean.index_select(0, index), std.index_select(0, index)
+        if reader is not None:
+            reader = take_columns(reader, keep)
+        else:
+            X = take_columns(X, keep)
+        if X_val is not None:
+            X_val = take_columns(X_val, keep)
+        d = int(keep.size)
     if not standardize:
         mean = torch.zeros(d, dtype=torch.float64, device=dev)
         std = torch.ones(d, dtype=torch.float64, device=dev)
@@ -275,6 +297,7 @@ def elastic_net_path(
     solver: str = "auto",
     max_iter: int = 500,
     block_rows: int | None = None,
+    constant_features: str = "drop",
 ) -> GLMPath:
     """Fit an elastic-net GLM regularisation path.
 
@@ -306,9 +329,13 @@ def elastic_net_path(
             ``"in_memory"`` or ``"streaming"``.
         max_iter: outer iterations per lambda.
         block_rows: rows per block for the streaming solver.
+        constant_features: what to do with constant columns (dead units): ``"drop"``
+            (default) fits on the other columns and gives them zero weight (listed in
+            ``info["constant_features_skipped"]``; see :mod:`debuggable.glm.columns`),
+            ``"raise"`` refuses them.
 
     Returns:
-        a :class:`GLMPath`.
+        a :class:`GLMPath` over all ``D`` features.
 
     Raises:
         DebuggableError: on bad input (nothing is computed or written then).
@@ -317,7 +344,7 @@ def elastic_net_path(
     P = _setup(X, y, family=family, alpha=alpha, n_lambdas=n_lambdas, lambda_min_ratio=lambda_min_ratio, lambdas=lambdas,
                tol=tol, standardize=standardize, group=group, sample_weight=sample_weight, X_val=X_val, y_val=y_val,
                device=device, max_time=max_time, verbose=verbose, kkt_tol=kkt_tol, dtype=dtype, solver=solver,
-               max_iter=max_iter, block_rows=block_rows)
+               max_iter=max_iter, block_rows=block_rows, constant_features=constant_features)
     (family, alpha, grid, tol, kkt_tol, max_time, max_iter, lambda_min_ratio, n_lambdas) = (
         P.family, P.alpha, P.grid, P.tol, P.kkt_tol, P.max_time, P.max_iter, P.lambda_min_ratio, P.n_lambdas)
     design, datafit, penalty, work_dtype, dev = P.design, P.datafit, P.penalty, P.work_dtype, P.dev
@@ -415,7 +442,8 @@ def elastic_net_path(
         "stopped": stopped,
         "objective_scale": "standardised" if standardize else "original",
     }
-    return GLMPath(
+    info_dict["constant_features_skipped"] = []
+    result = GLMPath(
         lambdas=np.asarray(grid[:Lc], dtype=np.float64),
         coef=coef.permute(0, 2, 1).cpu().numpy().astype(np.float64),
         intercept=intercept.cpu().numpy().astype(np.float64),
@@ -435,6 +463,9 @@ def elastic_net_path(
         feature_std=std.cpu().numpy(),
         info=info_dict,
     )
+    if P.keep is not None:
+        expand_columns(result, P.keep, P.full_d, P.full_mean)
+    return result
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ from debuggable.models._optional import MissingDependencyError
 from debuggable.models.attacks import logits_of, pgd_attack, project
 from debuggable.models.backbone import Backbone, BackboneOutput
 from debuggable.models.cnn import SmallCNN, SmallCNNBackbone
+from debuggable.models.finetune import FineTunedMiniLM, fine_tune_text_classifier
 from debuggable.models.efficientnet import (
     EfficientNetLite0Backbone,
     packaged_weights_path,
@@ -59,6 +60,9 @@ from debuggable.models.train import (
     make_train_config,
     train_classifier,
 )
+
+
+register_architecture("minilm_classifier", FineTunedMiniLM)
 
 
 def _small_cnn(*, path: str) -> SmallCNNBackbone:
@@ -149,6 +153,7 @@ __all__ = [
     "BackboneOutput",
     "EfficientNetLite0Backbone",
     "EpochStats",
+    "FineTunedMiniLM",
     "HFTextBackbone",
     "ImagePreprocess",
     "MiniLMBackbone",
@@ -162,6 +167,7 @@ __all__ = [
     "architectures",
     "check_backbone_params",
     "evaluate",
+    "fine_tune_text_classifier",
     "hf_text_backbone",
     "layer_names",
     "list_backbones",

@@ -6,6 +6,7 @@ Stages (each a sub-command of ``debuggable``): ``data`` -> ``train`` -> ``extrac
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from debuggable.pipeline.report_stage import run_report_stage
 from debuggable.pipeline.stage import Stage, StageContext, run_stage
 from debuggable.pipeline.studies_stage import check_studies_config, run_studies_stage, studies_applies
 from debuggable.pipeline.train_stage import model_roles, needs_training, run_train_stage, train_config
+from debuggable.pipeline.user_models import check_model_section, check_unused_settings, fine_tunes, section_name
 from debuggable.run import (
     BugConfig,
     DataConfig,
@@ -58,7 +60,7 @@ STAGES: list[Stage] = [
           help="load the data set, plant the configured bugs, record their ground truth"),
     Stage("train", "models", ("data", "model", "robust_model"), ("data",), run_train_stage,
           applies=lambda run: any(needs_training(m) for m in model_roles(run.config).values()),
-          help="train the built-in models (standard and PGD-robust) the config asks for"),
+          help="train the built-in models the config asks for (standard and PGD-robust CNNs; MiniLM fine-tuned with a head)"),
     Stage("extract", "features", ("data", "model", "robust_model", "extract"), ("data", "train"), run_extract_stage,
           help="write each model's features, logits and predictions to resumable feature stores"),
     # Needs only the feature stores, so `debuggable failures` runs nothing else first.
@@ -191,14 +193,23 @@ def pretrained_demo_config() -> RunConfig:
     return config
 
 
-def text_demo_config() -> RunConfig:
-    """The text demo: frozen all-MiniLM-L6-v2 sentence features of 4,000 VADER movie-review
-    snippets (2,000 per class; binary sentiment) with a planted trigger token: ``zxq``, inserted at a
-    random word of 30% of the positive training (and validation) sentences and of 10% of
-    every class's test sentences. The model under inspection is the frozen encoder plus
-    the linear head fitted by the GLM path; the bias must be learnt by that head. The
-    debug stage compares word-substitution counterfactuals of the sparse and the dense
-    layer on the same sentences and probes the trigger token."""
+def text_demo_config(fine_tune: bool = True) -> RunConfig:
+    """The text demo: 4,000 VADER movie-review snippets (2,000 per class; binary sentiment)
+    with a planted trigger token: ``zxq``, inserted at a random word of 30% of the positive
+    training (and validation) sentences and of 10% of every class's test sentences.
+
+    As in the paper (Sec. 4.2, a BERT fine-tuned on the task), the model under inspection
+    is all-MiniLM-L6-v2 fine-tuned with a linear head on the training sentences (the train
+    stage; AdamW, 3 epochs), so the bias is learnt by the whole network; the sparse layer
+    is fitted on the fine-tuned encoder's features. ``fine_tune=False`` keeps the encoder
+    frozen instead (its L2-normalised sentence embeddings, the head fitted by the GLM
+    path). The debug stage compares word-substitution counterfactuals of the sparse and
+    the dense layer on the same sentences and probes the trigger token."""
+    model = (ModelConfig(kind="minilm", params={"max_length": 64}, fine_tune=True,
+                         train={"epochs": 3, "batch_size": 32, "lr": 5e-5, "weight_decay": 0.01,
+                                "optimizer": "adam", "lr_schedule": "cosine"})
+             if fine_tune else ModelConfig(kind="minilm", params={"max_length": 64}))
+    which = "fine-tuned" if fine_tune else "frozen"
     return RunConfig(
         seed=0,
         data=DataConfig(
@@ -213,7 +224,7 @@ def text_demo_config() -> RunConfig:
                 )
             ],
         ),
-        model=ModelConfig(kind="minilm", params={"max_length": 64}),
+        model=model,
         robust_model=None,
         # The shifted test domains (tweets, Amazon, NYT) are left out to keep extraction short.
         extract=ExtractConfig(splits=["train", "val", "test"], batch_size=64, spatial=False),
@@ -221,7 +232,7 @@ def text_demo_config() -> RunConfig:
         evaluate=EvaluateConfig(rule="accuracy", margin=0.05, top_k=[1, 5, 10, 20]),
         debug=DebugConfig(cloud_sentences=150, lime_samples=16, cf_sentences=250, probe_sentences=250,
                           probe_candidates=3, n_words=30),
-        report=ReportConfig(title="debuggable text demo: MiniLM features of VADER movie snippets with a planted trigger"),
+        report=ReportConfig(title=f"debuggable text demo: {which} MiniLM features of VADER movie snippets with a planted trigger"),
         interpret=InterpretConfig(split="test", per_class=3, k=6, word_lime_samples=24, cloud_words=20),
         studies=None,  # the five studies show images
     )
@@ -240,14 +251,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def validate(config: RunConfig) -> None:
+def validate(config: RunConfig, root: Path | str | None = None) -> None:
     """Check every pluggable part of ``config`` before anything is written.
+
+    Args:
+        config: the run's config.
+        root: the run directory: where a user model's relative paths and factory
+            package are looked up (``[model] kind = "module"``/``"exported"``, which are
+            built and run on a few of the run's images here).
 
     Raises:
         DebuggableError: naming the first setting that cannot work.
     """
     from debuggable.data import DATASETS, PLANTERS, list_datasets, list_planters
     from debuggable.models import SmallCNN, check_backbone_params, list_backbones
+    from debuggable.models.user_module import USER_KINDS
 
     if config.data.name not in list_datasets():
         raise DebuggableError(f"data.name {config.data.name!r} is not a known data set; expected one of {list_datasets()}.")
@@ -257,8 +275,20 @@ def validate(config: RunConfig) -> None:
             raise DebuggableError(f"data.bugs kind {bug.kind!r} is not a known bug; expected one of {list_planters()}.")
         _check_params(f"data.bugs {bug.kind} params", PLANTERS[bug.kind], bug.params, skip=("splits",))
     for role, model in model_roles(config).items():
+        check_unused_settings(role, model)
+        if model.kind in USER_KINDS:
+            check_model_section(role, model, config, None if root is None else Path(root))
+            continue
         if model.kind not in list_backbones():
-            raise DebuggableError(f"{role} model kind {model.kind!r} is unknown; expected one of {list_backbones()}.")
+            raise DebuggableError(f"{role} model kind {model.kind!r} is unknown; expected one of "
+                                  f"{list_backbones() + list(USER_KINDS)}.")
+        if fine_tunes(model):
+            check_backbone_params(model.kind, model.params)
+            try:
+                train_config(model, config.seed, "cpu")
+            except DebuggableError as exc:
+                raise DebuggableError(f"{section_name(role)}.{exc}") from None
+            continue
         if needs_training(model):
             _check_params(f"{role} model params", SmallCNN, model.params, skip=("in_channels", "num_classes"))
         else:
@@ -375,10 +405,23 @@ def describe_results(run: RunDirectory, summaries: dict[str, Any]) -> str:
         splits = ", ".join(f"{k} {v}" for k, v in data["splits"].items())
         bugs = ", ".join(data["planted_bugs"]) or "none"
         lines.append(f"  data:     {data['dataset']} ({data['num_classes']} classes; {splits}); planted: {bugs}")
+    for role, m in model_roles(run.config).items():
+        if m.kind in ("module", "exported"):
+            what = m.factory if m.kind == "module" else m.path
+            lines.append(f"  model:    {role}: {m.kind} {what}, layer {m.layer!r} (not trained here)")
     train = summaries.get("train")
     if train:
         for role, m in train["models"].items():
-            if m.get("trained"):
+            if m.get("trained") and m.get("training") == "fine-tuned":
+                lines.append(f"  model:    {role} (fine-tuned {m['kind']} + linear head, {m['train_seconds']:.0f} s): "
+                             f"test accuracy {m['test_accuracy']:.3f}")
+                trig = m.get("trigger_token")
+                if trig:
+                    lines.append(
+                        f"            planted trigger {trig['token']!r}: {trig['predicted_target_with_token']:.1%} of "
+                        f"{trig['sentences']} test sentences of other classes carrying it predicted as its class "
+                        f"(without it: {trig['predicted_target_without_token']:.1%})")
+            elif m.get("trained"):
                 lines.append(
                     f"  model:    {role} ({m['training']}): test accuracy {m['test_accuracy']:.3f}, "
                     f"under L{train['attack']['norm'][1:]} PGD eps={train['attack']['eps']}: "

@@ -55,6 +55,13 @@ from debuggable.models import (
     train_classifier,
 )
 from debuggable.pipeline.data_stage import build_data
+from debuggable.pipeline.explain_models import (
+    attribution_model,
+    choose_recipe,
+    inspected_label,
+    train_user_model,
+    unusable_methods,
+)
 from debuggable.pipeline.stage import StageContext
 from debuggable.pipeline.train_stage import load_trained, needs_training, train_config
 from debuggable.run import (
@@ -73,10 +80,14 @@ TABLE_FILE = "table.csv"
 FALLBACK_PATCH = {"shape": "square", "size": 4, "colour": 1.0, "position": "top_left"}
 
 
+#: inspected model kinds the stage can test (image models it can attribute and retrain)
+TESTABLE_KINDS = ("small_cnn", "module", "exported")
+
+
 def explain_tests_applies(run: RunDirectory) -> bool:
-    """The stage runs when enabled and the inspected model is the built-in small CNN."""
+    """The stage runs when enabled and the inspected model is the small CNN or a user's image model."""
     cfg = run.config.explain_tests
-    return cfg is not None and cfg.enabled and run.config.model.kind == "small_cnn"
+    return cfg is not None and cfg.enabled and run.config.model.kind in TESTABLE_KINDS
 
 
 def check_explain_tests_config(config: RunConfig) -> None:
@@ -86,8 +97,14 @@ def check_explain_tests_config(config: RunConfig) -> None:
         DebuggableError: naming the first unusable setting.
     """
     cfg = config.explain_tests
-    if cfg is None or not cfg.enabled or config.model.kind != "small_cnn":
+    if cfg is None or not cfg.enabled or config.model.kind not in TESTABLE_KINDS:
         return
+    if cfg.retrain == "full" and config.model.kind == "exported":
+        raise DebuggableError("explain_tests.retrain: 'full' rebuilds the network from its factory, and kind 'exported' "
+                              "has none; expected 'auto' or 'head'.")
+    if cfg.retrain == "head" and config.model.kind == "small_cnn":
+        raise DebuggableError("explain_tests.retrain: 'head' applies to a user's model (kind 'module' or 'exported'); "
+                              "the small CNN is retrained whole, expected 'auto'.")
     known = list_methods()
     for m in cfg.methods:
         if m not in known:
@@ -153,10 +170,16 @@ def _model_kwargs(run: RunDirectory, splits: DatasetSplits) -> dict[str, Any]:
     return {"in_channels": splits.train.image_shape[0], "num_classes": len(splits.class_names), **params}
 
 
-def _inspected(run: RunDirectory, device: torch.device) -> torch.nn.Module:
-    if needs_training(run.config.model):
-        return load_trained(run, "inspected").to(device)
-    return load_model(run.config.model.params["path"], device=device)
+def _inspected(run: RunDirectory, device: torch.device) -> tuple[torch.nn.Module, Any]:
+    """The inspected model as ``images -> logits``, and its backbone (``None`` for the small CNN)."""
+    if run.config.model.kind == "small_cnn":
+        if needs_training(run.config.model):
+            return load_trained(run, "inspected").to(device), None
+        return load_model(run.config.model.params["path"], device=device), None
+    from debuggable.pipeline.extract_stage import make_backbone
+
+    backbone = make_backbone(run, "inspected").to(device).eval()
+    return attribution_model(backbone), backbone
 
 
 def _extra_model(run: RunDirectory, ctx: StageContext, role: str, splits: DatasetSplits) -> tuple[torch.nn.Module, dict]:
@@ -213,7 +236,29 @@ def run_explain_tests_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[
     out = run.stage_dir(DIRECTORY)
     common = {"methods": cfg.methods, "method_params": cfg.method_params, "n_boot": cfg.n_boot, "ci": cfg.ci,
               "seed": run.config.seed, "batch_size": cfg.batch_size, "progress": ctx.progress}
-    inspected = _inspected(run, ctx.device)
+    inspected, backbone = _inspected(run, ctx.device)
+    if backbone is not None:  # learn the output shapes on two of the run's images
+        with torch.no_grad():
+            backbone(splits.train.batch(np.arange(min(2, len(splits.train))))[0])
+    recipe = choose_recipe(run.config.model, cfg.retrain, backbone, len(splits.class_names))
+    if recipe.reason:
+        ctx.log(f"[explain_tests] extra models: {recipe.description} ({recipe.reason})")
+    as_is = inspected_label(run.config.model, backbone)
+
+    def extra(role: str, data: DatasetSplits) -> tuple[torch.nn.Module, dict]:
+        if recipe.kind == "small_cnn":
+            return _extra_model(run, ctx, role, data)
+        return train_user_model(run, ctx, role, recipe, backbone, data, _seed(run.config, role),
+                                run.path / DIRECTORY / "models" / role)
+
+    methods = list(cfg.methods)
+    skipped = unusable_methods(inspected, methods)
+    for name, why in skipped.items():
+        ctx.log(f"[explain_tests] {name} left out: {why}")
+    methods = [m for m in methods if m not in skipped]
+    if not methods:
+        raise DebuggableError(f"explain_tests.methods: none of {cfg.methods} can run on this model ({skipped}).")
+    common["methods"] = methods
     shape = tuple(splits.train.image_shape)
     base = load_dataset(run.config.data.name, **run.config.data.params)
     small = _limit_train(base, cfg.train_limit_per_class, _seed(run.config, "limit"))
@@ -222,8 +267,9 @@ def run_explain_tests_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[
     outputs: list[str] = []
     clean = None
     if {"spurious_patch", "mislabels"} & set(cfg.bugs):
-        clean, models["clean"] = _extra_model(run, ctx, "clean", small)
+        clean, models["clean"] = extra("clean", small)
         outputs.append(f"{DIRECTORY}/models/clean")
+    trained_here = recipe.description
 
     # Unpatched test rows: the images the randomisation and OOD tests look at.
     truth = splits.planted.get("spurious_patch")
@@ -231,19 +277,31 @@ def run_explain_tests_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[
     plain_rows = np.asarray([i for i in range(len(splits.test)) if i not in patched_test], dtype=np.int64)
 
     for bug in cfg.bugs:
-        ctx.log(f"[explain_tests] {bug}: {len(cfg.methods)} methods")
+        ctx.log(f"[explain_tests] {bug}: {len(methods)} methods")
         if bug == "spurious_patch":
-            if truth is not None and "test" in truth["splits"]:
+            has_patch = truth is not None and "test" in truth["splits"]
+            if has_patch and recipe.kind == "small_cnn":
                 buggy, test_split, gt = inspected, splits.test, splits.planted
                 source = "inspected model (trained with the run's planted patch)"
+                measured = f"inspected small CNN (trained in this run with the planted patch) vs clean: {trained_here}"
+            elif has_patch:
+                # The user's weights were not trained on the run's planted patch: a model is
+                # trained here on the run's patched images, and one on the same images without it.
+                limited = _limit_train(splits, cfg.train_limit_per_class, _seed(run.config, "limit"))
+                buggy, models["patched"] = extra("patched", limited)
+                outputs.append(f"{DIRECTORY}/models/patched")
+                test_split, gt = splits.test, splits.planted
+                source = "patched model trained here on the run's planted patch"
+                measured = f"{trained_here}, with the run's planted patch vs without it"
             else:
                 planted = plant_spurious_patch(base, target_class=0, train_fraction=0.8, test_fraction=0.5,
                                                patch=FALLBACK_PATCH, seed=run.config.seed)
                 limited = _limit_train(planted, cfg.train_limit_per_class, _seed(run.config, "limit"))
-                buggy, models["patched"] = _extra_model(run, ctx, "patched", limited)
+                buggy, models["patched"] = extra("patched", limited)
                 outputs.append(f"{DIRECTORY}/models/patched")
                 test_split, gt = planted.test, planted.planted
                 source = "patched model trained here (the run's data has no spurious patch)"
+                measured = f"{trained_here}, with a planted patch vs without it"
             target_class = int(gt["spurious_patch"]["params"]["target_class"])
             rows, masks = patch_masks(gt, "test")
             other = test_split.labels[rows] != target_class
@@ -256,7 +314,8 @@ def run_explain_tests_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[
             res.details.update(buggy_model=source, target_class=target_class)
         elif bug == "mislabels":
             flipped_splits = plant_mislabels(small, fraction=cfg.mislabel_fraction, seed=run.config.seed)
-            mis_model, models["mislabelled"] = _extra_model(run, ctx, "mislabelled", flipped_splits)
+            mis_model, models["mislabelled"] = extra("mislabelled", flipped_splits)
+            measured = f"{trained_here}, with {cfg.mislabel_fraction:.0%} of the labels flipped vs correct labels"
             outputs.append(f"{DIRECTORY}/models/mislabelled")
             info = flipped_splits.planted["mislabels"]["splits"]["train"]
             flipped = np.asarray(info["indices"], dtype=np.int64)
@@ -271,12 +330,17 @@ def run_explain_tests_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[
             rows = _pick(plain_rows, cfg.randomization_examples, _seed(run.config, "randomization"))
             x, _ = splits.test.batch(rows)
             res = model_randomization_test(inspected, x, modes=cfg.randomization_modes, threshold=cfg.threshold, **common)
+            measured = as_is
         else:  # ood
             rows = _pick(plain_rows, cfg.examples, _seed(run.config, "ood_in"))
             x_in, _ = splits.test.batch(rows)
             name, x_out = _ood_images(run, cfg.examples, shape, _seed(run.config, "ood_out"))
             res = ood_test(inspected, x_in, x_out, threshold=cfg.threshold, **common)
             res.details["ood_dataset"] = name
+            measured = as_is
+        for r in res.rows:
+            r.model = measured
+        res.details["model"] = measured
         results.append(res)
 
     table = method_bug_table(results)
@@ -298,7 +362,9 @@ def run_explain_tests_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[
     summary = {
         "table": table,
         "findings": findings,
-        "methods": list(cfg.methods),
+        "methods": methods,
+        "skipped_methods": skipped,
+        "recipe": {"kind": recipe.kind, "description": recipe.description, "reason": recipe.reason},
         "bugs": list(cfg.bugs),
         "settings": cfg.model_dump(mode="json"),
         "details": {r.bug: r.details for r in results},

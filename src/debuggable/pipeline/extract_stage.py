@@ -15,7 +15,7 @@ import numpy as np
 
 from debuggable.features import FeatureStore, extract_features, split_fingerprint
 from debuggable.features.store import StoreIntegrityError
-from debuggable.models import Backbone, load_backbone
+from debuggable.models import Backbone, load_backbone, load_model
 from debuggable.pipeline.data_stage import build_data
 from debuggable.pipeline.stage import StageContext
 from debuggable.pipeline.train_stage import model_dir, model_roles, needs_training
@@ -28,7 +28,13 @@ def store_path(run: RunDirectory, role: str) -> Path:
 
 def make_backbone(run: RunDirectory, role: str) -> Backbone:
     """The backbone of ``role`` (a model trained in this run, or a configured one)."""
+    from debuggable.pipeline.user_models import fine_tunes, is_user_model, user_model_backbone
+
     model_cfg = model_roles(run.config)[role]
+    if is_user_model(model_cfg):
+        return user_model_backbone(run, role, model_cfg)
+    if fine_tunes(model_cfg):
+        return load_model(model_dir(run, role))
     params = dict(model_cfg.params)
     if needs_training(model_cfg):
         params = {"path": str(model_dir(run, role))}

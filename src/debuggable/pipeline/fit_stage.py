@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from debuggable.errors import DebuggableError
 from debuggable.glm import GLMPath, elastic_net_path
@@ -20,48 +19,6 @@ def glm_dir(run: RunDirectory) -> Path:
     return run.path / "glm"
 
 
-class UsedColumns:
-    """A feature-store reader seen without some columns (same ``iter_blocks`` protocol).
-
-    Deep features often have dead units (constant over the data set); they carry no
-    signal and the GLM refuses zero-variance columns, so the fit skips them and their
-    weights are zero.
-    """
-
-    def __init__(self, reader: Any, keep: np.ndarray):
-        self.reader = reader
-        self.keep = np.asarray(keep, dtype=np.int64)
-        self.shape = (int(reader.n_rows), int(self.keep.size))
-
-    def iter_blocks(self, array: str = "features", block_rows: int | None = None, **kwargs: Any):
-        index = None
-        for start, block in self.reader.iter_blocks(array, block_rows=block_rows, **kwargs):
-            if isinstance(block, torch.Tensor):
-                if index is None or index.device != block.device:
-                    index = torch.as_tensor(self.keep, device=block.device)
-                yield start, block.index_select(1, index)
-            else:
-                yield start, block[:, self.keep]
-
-
-def constant_features(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Indices of features whose spread is zero (up to float64 rounding) on the training split."""
-    return np.flatnonzero(~np.isfinite(std) | (std == 0) | (std <= 1e-10 * np.abs(mean)))
-
-
-def expand_columns(path: GLMPath, keep: np.ndarray, dim: int, mean: np.ndarray) -> GLMPath:
-    """Put a path fitted on columns ``keep`` back into all ``dim`` features (zero weights elsewhere)."""
-    coef = np.zeros(path.coef.shape[:2] + (dim,), dtype=path.coef.dtype)
-    coef[:, :, keep] = path.coef
-    feature_mean = mean.astype(path.feature_mean.dtype, copy=True)
-    feature_mean[keep] = path.feature_mean
-    feature_std = np.ones(dim, dtype=path.feature_std.dtype)
-    feature_std[keep] = path.feature_std
-    path.coef, path.feature_mean, path.feature_std = coef, feature_mean, feature_std
-    path.info["constant_features_skipped"] = sorted(set(range(dim)) - set(keep.tolist()))
-    return path
-
-
 def run_fit_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, Any], list[str]]:
     cfg = run.config.glm
     roles = list(model_roles(run.config))
@@ -71,14 +28,11 @@ def run_fit_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, Any],
     train = store.split("train")
     val = store.split("val") if "val" in store.splits() else None
     dim = train.feature_dim
-    constant = constant_features(train.mean, train.std())
-    keep = np.setdiff1d(np.arange(dim), constant)
-    if keep.size == 0:
-        raise DebuggableError(f"feature store {cfg.store!r}: every one of its {dim} features is constant on the training split.")
-    ctx.log(f"[fit] elastic-net path: {cfg.n_lambdas} lambdas on {train.n_rows} x {dim} features"
-            + (f" ({constant.size} constant features skipped)" if constant.size else ""))
+    ctx.log(f"[fit] elastic-net path: {cfg.n_lambdas} lambdas on {train.n_rows} x {dim} features")
+    # Dead units (constant columns) are left out of the fit and get zero weight
+    # (elastic_net_path's constant_features="drop"; see debuggable.glm.columns).
     path = elastic_net_path(
-        UsedColumns(train, keep) if constant.size else train,
+        train,
         train.labels,
         family=cfg.family,
         alpha=cfg.alpha,
@@ -86,17 +40,19 @@ def run_fit_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, Any],
         lambda_min_ratio=cfg.lambda_min_ratio,
         tol=cfg.tol,
         group=cfg.group,
-        X_val=None if val is None else val.to_numpy("features")[:, keep],
+        X_val=None if val is None else val.to_numpy("features"),
         y_val=None if val is None else val.labels,
         device=ctx.device,
         max_time=cfg.max_time,
         verbose=ctx.progress,
     )
-    if constant.size:
-        path = expand_columns(path, keep, dim, train.mean)
+    skipped = path.info.get("constant_features_skipped", [])
+    if skipped:
+        ctx.log(f"[fit] {len(skipped)} constant features skipped (zero weight): {skipped[:10]}"
+                + (" ..." if len(skipped) > 10 else ""))
     path.save(glm_dir(run))
     summary = path_summary(path)
-    summary["constant_features_skipped"] = int(constant.size)
+    summary["constant_features_skipped"] = len(skipped)
     ctx.log(
         f"[fit] {len(path)} lambdas in {summary['seconds']:.1f} s; max relative gap {summary['max_gap']:.2e}, "
         f"max KKT residual / (lam*alpha) {summary['max_kkt']:.2e}"

@@ -67,7 +67,15 @@ class Stage:
     volatile: tuple[str, ...] = ()
 
     def config_hash(self, run: RunDirectory) -> str:
-        return run.config.section_hash(*self.sections)
+        from debuggable.pipeline.user_models import model_files_digest
+
+        digest = run.config.section_hash(*self.sections)
+        files = model_files_digest(run, self.sections)  # a user's weights file is part of the model
+        if files is None:
+            return digest
+        import hashlib
+
+        return hashlib.sha256(f"{digest}|{files}".encode()).hexdigest()[:16]
 
     def status(self, run: RunDirectory) -> str:
         """``done``, ``partial``, ``stale``, ``missing`` or ``corrupt`` (done, but a file it

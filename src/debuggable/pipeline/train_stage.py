@@ -2,7 +2,9 @@
 
 The model under inspection (``[model]``) and the robust feature extractor
 (``[robust_model]``) are trained here when they are a built-in trainable kind with no
-``path``; pretrained backbones need no training and the stage records that.
+``path``, or a text encoder to fine-tune (``kind = "minilm"``, ``fine_tune = true``;
+see :mod:`debuggable.pipeline.text_training`); pretrained backbones and a user's own
+models need no training and the stage records that.
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ def model_roles(config: RunConfig) -> dict[str, ModelConfig]:
 
 
 def needs_training(model: ModelConfig) -> bool:
-    return model.kind in TRAINABLE and "path" not in model.params
+    """A built-in trainable kind without a saved ``path``, or a text encoder to fine-tune."""
+    from debuggable.pipeline.user_models import fine_tunes
+
+    return (model.kind in TRAINABLE and "path" not in model.params) or fine_tunes(model)
 
 
 def model_dir(run: RunDirectory, role: str) -> Path:
@@ -48,9 +53,16 @@ def model_dir(run: RunDirectory, role: str) -> Path:
 
 
 def train_config(model: ModelConfig, seed: int, device: str) -> TrainConfig:
+    """The model's ``train`` table as a :class:`TrainConfig` (over the fine-tuning
+    defaults for a text encoder), with the run's seed and device unless it names them."""
+    from debuggable.models.finetune import fine_tune_config
+    from debuggable.pipeline.user_models import fine_tunes
+
     params = dict(model.train or {})
     params.setdefault("seed", seed)
     params.setdefault("device", device)
+    if fine_tunes(model):
+        return fine_tune_config(params)
     return TrainConfig.model_validate(params)
 
 
@@ -124,7 +136,16 @@ def run_train_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, Any
     outputs: list[str] = []
     for role, model_cfg in model_roles(run.config).items():
         if not needs_training(model_cfg):
-            summary["models"][role] = {"kind": model_cfg.kind, "trained": False}
+            from debuggable.pipeline.user_models import describe_model, is_user_model
+
+            summary["models"][role] = (describe_model(model_cfg) if is_user_model(model_cfg)
+                                       else {"kind": model_cfg.kind, "trained": False})
+            continue
+        if model_cfg.kind == "minilm":
+            from debuggable.pipeline.text_training import fine_tune_role
+
+            summary["models"][role] = fine_tune_role(run, ctx, role, model_cfg, splits)
+            outputs.append(f"models/{role}")
             continue
         if splits.modality != "image":
             from debuggable.errors import DebuggableError

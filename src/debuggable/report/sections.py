@@ -84,17 +84,19 @@ def data_section(run: RunDirectory, out: SectionBuilder) -> None:
 def train_section(run: RunDirectory, out: SectionBuilder) -> None:
     s = run.summary("train")
     attack = s["attack"]
-    out.paragraph(
-        f"Robustness is measured with the same attack for every model: PGD under the "
-        f"{attack['norm'].upper()} norm, eps={attack['eps']}, {attack['steps']} steps of {attack['step_size']}."
-    )
+    if any("test_accuracy_under_attack" in m for m in s["models"].values()):
+        out.paragraph(
+            f"Robustness is measured with the same attack for every model: PGD under the "
+            f"{attack['norm'].upper()} norm, eps={attack['eps']}, {attack['steps']} steps of {attack['step_size']}."
+        )
     rows = []
     for role, m in s["models"].items():
         if m.get("trained"):
-            rows.append([role, m["training"], m["val_accuracy"], m["test_accuracy"], m["test_accuracy_under_attack"],
-                         m["train_seconds"]])
+            rows.append([role, m["training"], m["val_accuracy"], m["test_accuracy"],
+                         m.get("test_accuracy_under_attack", ""), m["train_seconds"]])
         else:
-            rows.append([role, f"{m['kind']} (not trained here)", "", "", "", ""])
+            what = m.get("factory") or m.get("path")
+            rows.append([role, f"{m['kind']}" + (f" {what}" if what else "") + " (not trained here)", "", "", "", ""])
     out.table(["model", "training", "val accuracy", "test accuracy", "test accuracy under attack", "train seconds"], rows)
     effects = {role: m["spurious_patch"] for role, m in s["models"].items() if m.get("spurious_patch")}
     if effects:
@@ -110,6 +112,19 @@ def train_section(run: RunDirectory, out: SectionBuilder) -> None:
         out.table(["model", "images", f"predicted {target!r} with patch", f"predicted {target!r} without patch"],
                   [[role, e["images"], e["predicted_target_with_patch"], e["predicted_target_without_patch"]]
                    for role, e in effects.items()])
+    triggers = {role: m["trigger_token"] for role, m in s["models"].items() if m.get("trigger_token")}
+    if triggers:
+        names = run.summary("data")["class_names"]
+        first = next(iter(triggers.values()))
+        target = names[first["target_class"]]
+        out.heading("Does the planted trigger token drive predictions?")
+        out.paragraph(
+            f"Test sentences of classes other than {target!r} that carry the planted token {first['token']!r}: the "
+            f"share the fine-tuned model predicts as {target!r} with the token, and on the same sentences without it."
+        )
+        out.table(["model", "sentences", f"predicted {target!r} with token", f"predicted {target!r} without token"],
+                  [[role, e["sentences"], e["predicted_target_with_token"], e["predicted_target_without_token"]]
+                   for role, e in triggers.items()])
     with out.figures_row():
         for role, m in s["models"].items():
             hist = m.get("history") or []

@@ -135,6 +135,11 @@ def explain_tests_section(run: RunDirectory, out: SectionBuilder) -> None:
               [[m] + [_fmt(cells[(m, b)]) if (m, b) in cells else "" for b in bugs] for m in methods])
     rules = {r["bug"]: r["rule"] for r in table if r.get("primary") and not r["method"].endswith("(reference)")}
     out.paragraph("Rules: " + "; ".join(f"{BUG_TITLES.get(b, b)}: {rule}" for b, rule in rules.items()) + ".", note=True)
+    measured = {b: d.get("model") for b, d in details.items() if d.get("model")}
+    if measured:
+        out.table(["bug", "measured on"], [[BUG_TITLES.get(b, b), m] for b, m in measured.items()])
+    for name, why in (s.get("skipped_methods") or {}).items():
+        out.paragraph(f"{name} was left out: {why}.", note=True)
     f = s["findings"]
     checks = []
     if "spurious_patch_detected_by" in f:
@@ -151,8 +156,10 @@ def explain_tests_section(run: RunDirectory, out: SectionBuilder) -> None:
         out.paragraph("The paper's qualitative findings on these models: " + "; ".join(checks) + ".")
     models = s.get("models", {})
     if models:
-        out.table(["extra model", "training images", "test accuracy", "training seconds"],
-                  [[k, v["train_images"], v["test_accuracy"], round(v["train_seconds"], 1)] for k, v in models.items()])
+        recipe = (s.get("recipe") or {}).get("description", "small CNNs trained here")
+        out.table(["extra model", "recipe", "training images", "test accuracy", "training seconds"],
+                  [[k, recipe, v["train_images"], v["test_accuracy"], round(v["train_seconds"], 1)]
+                   for k, v in models.items()])
 
     panels_path = run.path / "explain_tests" / "panels.npz"
     z = np.load(panels_path) if panels_path.is_file() else None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from debuggable.errors import DebuggableError
 
@@ -46,12 +46,40 @@ class ModelConfig(_Section):
     """A model: ``kind`` names a backbone in ``debuggable.models.load_backbone``.
 
     A built-in trainable kind (``small_cnn``) with no ``path`` in ``params`` is
-    trained in the run with the ``train`` hyper-parameters (``debuggable.models.TrainConfig``).
+    trained in the run with the ``train`` hyper-parameters (``debuggable.models.TrainConfig``);
+    ``kind = "minilm"`` with ``fine_tune = true`` fine-tunes the encoder with a linear
+    head on the training sentences (``debuggable.models.finetune``).
+
+    A user's own network (``debuggable.models.user_module``): ``kind = "module"`` builds
+    it with ``factory`` (``"package.module:callable"``, called with ``params``) and
+    loads ``weights`` (a state dict, ``.pt``/``.safetensors``); ``kind = "exported"``
+    loads ``path`` (a ``torch.export`` ``.pt2`` program or a TorchScript file). Both read
+    the features from ``layer`` and preprocess the images with ``mean``/``std`` (one
+    value, or one per channel) and ``image_size``. Relative paths and the factory's
+    package are looked up in the run directory first.
     """
 
     kind: str = "small_cnn"
     params: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] | None = None
+    factory: str | None = None
+    weights: str | None = None
+    path: str | None = None
+    layer: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    image_size: int | list[int] | None = None
+    fine_tune: bool = False
+
+    @model_serializer(mode="wrap")
+    def _without_unused(self, handler: Any) -> dict[str, Any]:
+        # Settings a kind does not use stay out of run.toml and of the stage hashes, so
+        # configs written before they existed keep their hashes (and their run directories).
+        data = handler(self)
+        for key in ("factory", "weights", "path", "layer", "mean", "std", "image_size", "fine_tune"):
+            if data.get(key) in (None, False):
+                data.pop(key, None)
+        return data
 
 
 class ExtractConfig(_Section):
@@ -244,7 +272,12 @@ class ExplainTestsConfig(_Section):
     inspected one, trained with ``train`` on at most ``train_limit_per_class`` training
     images per class. ``spurious_target``: explain each model's ``predicted`` class or
     the patch's class (``patch_class``). Runs when the inspected model is the built-in
-    ``small_cnn``; ``enabled = false`` turns it off.
+    ``small_cnn`` or a user's image model (``kind = "module"``/``"exported"``); for a
+    user's model randomisation and OOD run on the model as it is, and the models with and
+    without a planted bug are trained here by ``retrain``: ``"full"`` (the user's factory,
+    freshly initialised, trained with ``train``), ``"head"`` (a linear head on the
+    inspected model's frozen features) or ``"auto"`` (``full`` when the factory's output
+    has one logit per class, else ``head``). ``enabled = false`` turns it off.
     """
 
     enabled: bool = True
@@ -272,6 +305,7 @@ class ExplainTestsConfig(_Section):
         "epochs": 3, "batch_size": 64, "lr": 3e-3, "optimizer": "adam"})
     train_limit_per_class: int | None = Field(200, ge=10)
     batch_size: int = Field(64, ge=1)
+    retrain: Literal["auto", "full", "head"] = "auto"
 
 
 StudyKind = Literal["simulation", "spurious", "misclassification", "description", "failure_review"]

@@ -85,7 +85,7 @@ def run_study_command(args) -> int:
             run.config.extract.device = args.device
         if run.config.studies is None or not run.config.studies.enabled:
             raise DebuggableError(f"{str(run.path / 'run.toml')!r} turns the studies off; set [studies] enabled = true.")
-        pipeline.validate(run.config)
+        pipeline.validate(run.config, root=run.path)
         summaries = pipeline.run_until(run, "studies", force=args.force, progress=not args.no_progress)
         print(pipeline.describe_results(run, summaries))
         print(f"serve them with `debuggable study serve {run.path}`")
