@@ -41,14 +41,16 @@ import os
 import sys
 import time
 import warnings
-from contextlib import redirect_stdout
+from contextlib import contextmanager, redirect_stdout
 
 import numpy as np
 import torch
 
 from debuggable.run.atomic import atomic_write_file
 
-SIZES = {"small": (20_000, 512, 10), "medium": (100_000, 2048, 100), "imagenet": (1_281_167, 2048, 1000)}
+SIZES = {"small": (20_000, 512, 10), "medium": (100_000, 2048, 100), "imagenet": (1_281_167, 2048, 1000),
+         # the shapes of the comparison with glmnet (docs/glm.md, "Against glmnet")
+         "k10": (20_000, 512, 10), "k25": (30_000, 384, 25), "k100": (20_000, 2048, 100), "k1000": (10_000, 512, 1000)}
 
 
 def emit(obj: dict) -> None:
@@ -185,18 +187,18 @@ def evaluate(Xs: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor
 # ----------------------------------------------------------------------------------------
 # solvers
 # ----------------------------------------------------------------------------------------
-def run_debuggable(Xs, y, grid, alpha, device, budget, dtype, verbose=1):
+def run_debuggable(Xs, y, grid, alpha, device, budget, dtype, verbose=1, threads="auto"):
     from debuggable.glm import elastic_net_path
 
     t0 = time.perf_counter()
     # the solver's one line per lambda goes to stderr, so a long run shows where it is
     with redirect_stdout(sys.stderr):
         path = elastic_net_path(Xs, y.cpu().numpy(), lambdas=grid, alpha=alpha, standardize=False, device=device,
-                                dtype=dtype, max_time=budget, verbose=verbose)
+                                dtype=dtype, max_time=budget, verbose=verbose, threads=threads)
     total = time.perf_counter() - t0
     sols = [(torch.as_tensor(path.coef[i].T), torch.as_tensor(path.intercept[i]), float(path.time[i])) for i in range(len(path))]
     extra = {"converged": bool(path.converged.all()), "outer_iterations": int(path.n_iter.sum()), "solver_kkt_rel_max": float(path.kkt.max()),
-             "solver_gap_rel_max": float(path.gap.max())}
+             "solver_gap_rel_max": float(path.gap.max()), "thread_counts": path.info.get("threads")}
     return sols, total, extra
 
 
@@ -255,6 +257,37 @@ def run_glm_saga(Xs, y, grid, alpha, device, budget, lr, batch, epochs, tol, che
         if budget is not None and time.perf_counter() - t0 > budget:
             break
     return sols, sum(s[2] for s in sols), settings
+
+
+def run_glmnet(Xs, y, grid, alpha, tol, max_iter, work_dir):
+    """glmnet's path on ``grid`` in its own environment (``glmnet_runner.py``); returns
+    ``(sols, total seconds, settings)``. glmnet reports one time for the whole path, so
+    each lambda gets an equal share of it (per-lambda speed-ups are then not meaningful:
+    ``compare`` uses the totals)."""
+    import subprocess
+    import tempfile
+
+    from glmnet_env import ensure_glmnet_env
+
+    python = ensure_glmnet_env(say)
+    here = os.path.dirname(os.path.abspath(__file__))
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        data = os.path.join(tmp, "problem.npz")
+        out = os.path.join(tmp, "solution.npz")
+        np.savez(data, X=Xs.cpu().numpy(), y=y.cpu().numpy(), grid=np.asarray(grid, dtype=np.float64), alpha=alpha,
+                 tol=tol, max_iter=max_iter)
+        proc = subprocess.run([python, os.path.join(here, "glmnet_runner.py"), "--data", data, "--out", out],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"glmnet failed:\n{proc.stderr[-2000:]}")
+        with np.load(out) as f:
+            coef, intercept, total = f["coef"], f["intercept"], float(f["time"])
+            n_done, jerr = int(f["n_lambda"]), int(f["jerr"])
+    if n_done < len(grid):
+        say(f"   glmnet: stopped after {n_done} of {len(grid)} lambdas (its deviance rule), jerr={jerr}")
+    share = total / max(n_done, 1)
+    sols = [(torch.as_tensor(coef[i].T.copy()), torch.as_tensor(intercept[i].copy()), share) for i in range(n_done)]
+    return sols, total, {"tol": tol, "max_iter": max_iter, "jerr": jerr, "per_lambda_time": "equal shares of the total"}
 
 
 def run_sklearn(Xs, y, grid, alpha, budget, tol, max_iter):
@@ -354,41 +387,118 @@ def bench_one(label: str, make_data, args, device: torch.device) -> dict:
         say(f"   glm-saga's own lambda_max: {gs_lmax:.6g} (ours {lam_max:.6g}, rel diff {abs(gs_lmax - lam_max) / lam_max:.1e})")
     except Exception:  # noqa: BLE001 - glm-saga is optional here
         pass
-    results: dict[str, dict] = {}
-    for name in args.solvers:
-        say(f"   running {name} ...")
-        if name == "debuggable":
-            sols, total, extra = run_debuggable(Xs, y, grid, args.alpha, device, args.ours_budget, args.dtype, args.verbose)
-        elif name == "glm_saga":
-            sols, total, extra = run_glm_saga(Xs, y, grid, args.alpha, device, args.ref_budget, args.saga_lr,
-                                              args.saga_batch, args.saga_epochs, args.saga_tol, args.ref_checkpoint)
-        elif name == "sklearn":
-            if k < 3:
-                say("   sklearn: skipped (binary problems use a different objective there)")
-                continue
-            sols, total, extra = run_sklearn(Xs, y, grid, args.alpha, args.ref_budget, args.sklearn_tol, args.sklearn_max_iter)
-        else:
-            raise SystemExit(f"--solvers: unknown solver {name!r}")
-        rows = []
-        for i, (W, b, tl) in enumerate(sols):
-            ev = evaluate(Xs, y, W, b, float(grid[i]), args.alpha)
-            row = {"kind": "lambda", "size": label, "solver": name, "index": i, "lambda": float(grid[i]), "time": tl, **ev}
-            emit(row)
-            rows.append(row)
-        summ = {"kind": "solver", "size": label, "solver": name, "total_time": total, "n_lambdas_done": len(rows),
-                "n_lambdas": args.n_lambdas, "max_kkt_rel": max(r["kkt_rel"] for r in rows), "threads": torch.get_num_threads(),
-                "device": str(device), **extra}
-        emit(summ)
-        results[name] = {"rows": rows, "summary": summ}
-        say(f"   {name}: {total:.2f}s for {len(rows)}/{args.n_lambdas} lambdas, max KKT/(lam*alpha) {summ['max_kkt_rel']:.2e}")
+    results: dict[tuple[str, str], list[dict]] = {}  # (solver, condition) -> one entry per run
+    conditions = ["quiet", "loaded"] if args.load else ["quiet"]
+    for run in range(args.runs):
+        # round robin: each run starts with the next solver, so slow drifts of the machine
+        # do not always fall on the same one
+        order = args.solvers[run % len(args.solvers):] + args.solvers[: run % len(args.solvers)]
+        for name in order:
+            for condition in conditions:
+                say(f"   run {run + 1}/{args.runs}: {name}" + (f" ({condition})" if args.load else "") + " ...")
+                with competitors(args.load if condition == "loaded" else 0):
+                    got = run_solver(name, Xs, y, grid, k, args, device)
+                if got is None:
+                    continue
+                sols, total, extra = got
+                rows = []
+                for i, (W, b, tl) in enumerate(sols):
+                    ev = evaluate(Xs, y, W, b, float(grid[i]), args.alpha)
+                    row = {"kind": "lambda", "size": label, "solver": name, "run": run, "condition": condition, "index": i,
+                           "lambda": float(grid[i]), "time": tl, **ev}
+                    emit(row)
+                    rows.append(row)
+                summ = {"kind": "solver", "size": label, "solver": name, "run": run, "condition": condition,
+                        "total_time": total, "n_lambdas_done": len(rows), "n_lambdas": args.n_lambdas,
+                        "max_kkt_rel": max(r["kkt_rel"] for r in rows), "threads": torch.get_num_threads(),
+                        "device": str(device), **extra}
+                emit(summ)
+                results.setdefault((name, condition), []).append({"rows": rows, "summary": summ})
+                say(f"   {name}: {total:.2f}s for {len(rows)}/{args.n_lambdas} lambdas, "
+                    f"max KKT/(lam*alpha) {summ['max_kkt_rel']:.2e}" + (f" [{condition}]" if args.load else ""))
 
-    if "debuggable" in results:
-        ours = results["debuggable"]
-        for ref in ("glm_saga", "sklearn"):
-            if ref in results:
-                emit(compare(label, ours["rows"], ours["summary"], ref, results[ref]["rows"], results[ref]["summary"],
-                             args.n_lambdas))
+    for condition in conditions:
+        ours_runs = results.get(("debuggable", condition), [])
+        for ref in ("glmnet", "glm_saga", "sklearn"):
+            ref_runs = results.get((ref, condition), [])
+            if not ours_runs or not ref_runs:
+                continue
+            cmps = [compare(label, o["rows"], o["summary"], ref, r["rows"], r["summary"], args.n_lambdas)
+                    for o, r in zip(ours_runs, ref_runs)]
+            emit(summarise_runs(label, ref, condition, cmps, ours_runs, ref_runs))
+    if args.load:
+        for name in args.solvers:
+            quiet, loaded = results.get((name, "quiet"), []), results.get((name, "loaded"), [])
+            if quiet and loaded:
+                tq = float(np.median([q["summary"]["total_time"] for q in quiet]))
+                tl = float(np.median([q["summary"]["total_time"] for q in loaded]))
+                emit({"kind": "load", "size": label, "solver": name, "competitors": args.load, "runs": len(quiet),
+                      "median_quiet_time": tq, "median_loaded_time": tl, "loaded_over_quiet": tl / tq})
+                say(f"   {name}: median {tq:.2f}s quiet, {tl:.2f}s with {args.load} competing process(es): "
+                    f"{tl / tq:.2f}x its quiet time")
     return results
+
+
+def run_solver(name, Xs, y, grid, k, args, device):
+    """One solver's path: ``(sols, total seconds, extra)``, or ``None`` when it does not apply."""
+    if name == "debuggable":
+        return run_debuggable(Xs, y, grid, args.alpha, device, args.ours_budget, args.dtype, args.verbose,
+                              threads=args.threads if args.fixed_threads else "auto")
+    if name == "glm_saga":
+        return run_glm_saga(Xs, y, grid, args.alpha, device, args.ref_budget, args.saga_lr, args.saga_batch,
+                            args.saga_epochs, args.saga_tol, args.ref_checkpoint)
+    if name == "glmnet":
+        return run_glmnet(Xs, y, grid, args.alpha, args.glmnet_tol, args.glmnet_max_iter, args.work_dir)
+    if name == "sklearn":
+        if k < 3:
+            say("   sklearn: skipped (binary problems use a different objective there)")
+            return None
+        return run_sklearn(Xs, y, grid, args.alpha, args.ref_budget, args.sklearn_tol, args.sklearn_max_iter)
+    raise SystemExit(f"--solvers: unknown solver {name!r}")
+
+
+@contextmanager
+def competitors(count: int):
+    """``count`` CPU-bound processes (a pure-Python busy loop each, at this process's
+    priority) for the duration of the block."""
+    import subprocess
+
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        if procs:
+            time.sleep(0.5)  # let them reach the scheduler before the timed work starts
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+def summarise_runs(label, ref, condition, cmps, ours_runs, ref_runs) -> dict:
+    """The ``"kind": "summary"`` record: medians over runs of the times and of the per-run
+    speed-ups (each run pairs our path with the reference's of the same run)."""
+    t_ours = [o["summary"]["total_time"] for o in ours_runs]
+    t_ref = [r["summary"]["total_time"] for r in ref_runs]
+    per_run = [c["speedup_total"] if c["speedup_total"] is not None else c["speedup_same_lambdas"] for c in cmps]
+    rec = {
+        "kind": "summary", "size": label, "reference": ref, "condition": condition, "runs": len(cmps),
+        "median_time_ours": float(np.median(t_ours)), "median_time_reference": float(np.median(t_ref)),
+        "times_ours": t_ours, "times_reference": t_ref,
+        "median_speedup": float(np.median(per_run)), "speedups": per_run,
+        "whole_path_every_run": all(c["speedup_total"] is not None for c in cmps),
+        "objective_le_reference_every_run": all(c["objective_le_reference_all"] for c in cmps),
+        "max_rel_objective_excess": max(c["max_rel_objective_excess"] for c in cmps),
+        "max_kkt_rel_ours": max(c["max_kkt_rel_ours"] for c in cmps),
+        "max_kkt_rel_reference": max(c["max_kkt_rel_reference"] for c in cmps),
+        "threads": ours_runs[0]["summary"]["threads"],
+    }
+    say(f"   == {label} vs {ref} ({condition}, {len(cmps)} run(s)): median {rec['median_time_ours']:.2f}s ours vs "
+        f"{rec['median_time_reference']:.2f}s, median speed-up {rec['median_speedup']:.2f}x "
+        f"(runs: {', '.join(f'{v:.2f}' for v in per_run)}); objective within our certified gap of theirs in every run: "
+        f"{rec['objective_le_reference_every_run']}; max KKT/(lam*alpha) ours {rec['max_kkt_rel_ours']:.1e} vs "
+        f"{rec['max_kkt_rel_reference']:.1e}")
+    return rec
 
 
 def projection(args, device):
@@ -454,7 +564,19 @@ def main(argv=None):
     ap.add_argument("--alpha", type=float, default=0.99)
     ap.add_argument("--solvers", default="debuggable,glm_saga,sklearn")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads for every solver (default: torch's)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads for every solver (default: torch's); ours follows the free cores up to "
+                         "this many unless --fixed-threads")
+    ap.add_argument("--fixed-threads", action="store_true",
+                    help="run our solver on exactly --threads threads (no ThreadBudget)")
+    ap.add_argument("--runs", type=int, default=1, help="repeat every solver this many times (round robin); "
+                    "the summary gives medians")
+    ap.add_argument("--load", type=int, default=0,
+                    help="also run every solver with this many CPU-bound competing processes and report "
+                         "loaded / quiet time")
+    ap.add_argument("--glmnet-tol", type=float, default=1e-7)
+    ap.add_argument("--glmnet-max-iter", type=int, default=100000)
+    ap.add_argument("--work-dir", default=None, help="where glmnet's input and output files go (default: the system's temp)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--ref-budget", type=float, default=1800.0, help="seconds of reference solving in this run; it stops after the lambda it is in")
     ap.add_argument("--ours-budget", type=float, default=None,
@@ -477,6 +599,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.fixed_threads and not args.threads:
+        raise SystemExit("--fixed-threads: give --threads N too")
     args.solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
     device = torch.device(args.device)
     sizes = args.size if args.size else ([] if (args.npz or args.store or args.project) else ["small", "medium"])

@@ -1,8 +1,12 @@
-"""One CPU thread for torch, for work made of many small products."""
+"""CPU thread counts for torch: one thread for many small products, and a budget
+that follows the cores other processes leave free."""
 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
+import time
 
 import torch
 
@@ -25,3 +29,131 @@ def one_cpu_thread(device: torch.device):
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _proc_stat_busy(count_nice: bool) -> float | None:
+    """Seconds of CPU time all processes spent busy since boot, from ``/proc/stat``
+    (``None`` where there is no ``/proc``). Time of niced processes counts only when
+    ``count_nice``: a process at a higher nice value yields its core to us."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:9]] + [0] * max(0, 9 - len(fields))
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks[:8]
+    busy = user + system + irq + softirq + steal + (nice if count_nice else 0)
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class ThreadBudget:
+    """Choose torch's intra-op thread count from the cores other processes leave free.
+
+    OpenMP threads wait for each other at the end of every parallel product. When
+    another process takes one of two cores, the thread that shares it is descheduled
+    and the other one spins at the barrier: the same work then costs several times the
+    CPU and the wall time (measured: 8x on the GLM path on two cores). So the budget
+    measures, over the interval since its last look, how many cores were busy with
+    *other* processes (all busy time in ``/proc/stat`` minus this process's own CPU
+    time; niced processes are not counted unless this one is niced too) and runs
+    ``clamp(round_down(free + 0.2), 1, max_threads)`` threads.
+
+    Use as a context manager around long CPU work and call :meth:`update` often (it
+    looks at most every ``interval`` seconds, so a call costs a clock read); the
+    thread count in force before is restored on exit. On a non-CPU device, without
+    ``/proc``, or with ``max_threads == 1`` it does nothing.
+
+    Args:
+        device: the device the work runs on.
+        max_threads: upper bound (default: ``torch.get_num_threads()`` on entry).
+        interval: seconds between looks.
+        first_look: seconds of the first measurement, taken on entry.
+        fixed: run exactly this many threads instead (no measuring).
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", max_threads: int | None = None, interval: float = 0.5,
+                 first_look: float = 0.05, fixed: int | None = None):
+        self.device = torch.device(device)
+        self.fixed = fixed
+        self.max_threads = max_threads
+        self.interval = interval
+        self.first_look = first_look
+        self.threads: int | None = None
+        self.last_others: float | None = None  # cores busy elsewhere at the last look
+        self.history: list[int] = []
+        self._saved: int | None = None
+        self._last: tuple[float, float, float] | None = None
+        self._count_nice = False
+        self._active = False
+
+    def _snapshot(self) -> tuple[float, float, float] | None:
+        busy = _proc_stat_busy(self._count_nice)
+        if busy is None:
+            return None
+        return time.monotonic(), busy, time.process_time()
+
+    def __enter__(self) -> "ThreadBudget":
+        self._saved = torch.get_num_threads()
+        if self.fixed is not None:
+            self._active = False
+            if self.device.type == "cpu":
+                torch.set_num_threads(self.fixed)
+                self.threads = self.fixed
+                self.history.append(self.fixed)
+            return self
+        limit = self.max_threads or self._saved
+        self.max_threads = max(1, min(limit, usable_cores()))
+        try:
+            self._count_nice = os.getpriority(os.PRIO_PROCESS, 0) > 0
+        except (AttributeError, OSError):
+            self._count_nice = False
+        self._active = self.device.type == "cpu" and self.max_threads > 1
+        if self._active:
+            self._last = self._snapshot()
+            if self._last is None:
+                self._active = False
+            else:
+                time.sleep(self.first_look)
+                self.update(force=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._saved is not None and self.threads is not None and self.device.type == "cpu":
+            torch.set_num_threads(self._saved)
+        self._active = False
+
+    def others_busy(self, now: tuple[float, float, float]) -> float:
+        """Cores busy with other processes between the last look and ``now``."""
+        t0, busy0, own0 = self._last
+        t1, busy1, own1 = now
+        wall = max(t1 - t0, 1e-9)
+        return max(0.0, ((busy1 - busy0) - (own1 - own0)) / wall)
+
+    def update(self, force: bool = False) -> int | None:
+        """Look again if ``interval`` has passed (or ``force``); return the thread count."""
+        if not self._active:
+            return self.threads
+        if not force and time.monotonic() - self._last[0] < self.interval:
+            return self.threads
+        now = self._snapshot()
+        if now is None:
+            return self.threads
+        self.last_others = self.others_busy(now)
+        free = usable_cores() - self.last_others
+        self._last = now
+        threads = int(min(self.max_threads, max(1, math.floor(free + 0.2))))
+        if threads != self.threads:
+            torch.set_num_threads(threads)
+            self.threads = threads
+            self.history.append(threads)
+        return threads

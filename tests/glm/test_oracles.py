@@ -191,3 +191,25 @@ def test_a_capped_working_set_gives_the_same_path(monkeypatch):
     for i, lam in enumerate(path.lambdas):
         W, b = to_standardized(path, i, X)
         assert kkt_violation("multinomial", Xs, y, W, b, float(lam), 0.99) <= 5e-3 * lam * 0.99 + 1e-12
+
+
+def test_the_diagonal_curvature_model_for_many_classes_gives_the_same_path(monkeypatch):
+    """From ``DIAGONAL_MIN_CLASSES`` classes on, the model keeps only B's diagonal; forced
+    on here at K = 6, the path still matches cvxpy (the certificate decides when to stop)."""
+    from debuggable.glm.datafits import Multinomial
+
+    X, y = make_classification(300, 12, 6, seed=4)
+    calls = []
+    original = Multinomial.curvature
+
+    def spy(self, Z):
+        B = original(self, Z)
+        calls.append(B.dim())
+        return B
+
+    monkeypatch.setattr(Multinomial, "DIAGONAL_MIN_CLASSES", 3)
+    monkeypatch.setattr(Multinomial, "curvature", spy)
+    path = elastic_net_path(X, y, alpha=0.99, n_lambdas=5, lambda_min_ratio=1e-2, dtype="float64")
+    assert calls and set(calls) == {1}  # only the diagonal model was built
+    assert path.converged.all()
+    _check_against_cvxpy("multinomial", X, y, path, 0.99)

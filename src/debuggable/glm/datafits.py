@@ -129,6 +129,8 @@ class Datafit(ABC):
         about 2 for softmax curvature and so halves the model solver's step."""
         if B.numel() == 1:
             return float(B.abs().max())
+        if B.dim() == 1:  # a diagonal model (many classes)
+            return float(B.max().clamp_min(0)) * (1 + 1e-6) + 1e-300
         return float(torch.linalg.eigvalsh(B.to(torch.float64))[-1].clamp_min(0)) * (1 + 1e-6) + 1e-300
 
     @abstractmethod
@@ -196,7 +198,23 @@ class Multinomial(Datafit):
         P = self._cached(Z, 1)
         return torch.softmax(Z, dim=1) if P is None else P
 
+    #: From this many classes on, :meth:`curvature` gives the diagonal of ``B`` only.
+    DIAGONAL_MIN_CLASSES = 200
+
     def curvature(self, Z: torch.Tensor) -> torch.Tensor:
+        """``B``, the weighted mean softmax Hessian ``diag(p) - p p^T`` at ``Z``: ``(K, K)``,
+        or with ``K >= DIAGONAL_MIN_CLASSES`` its diagonal ``mean p (1 - p)``, ``(K,)``.
+
+        With many classes the full ``B`` costs ``n K^2`` to form, its largest eigenvalue
+        ``K^3`` and every model iteration ``m K^2``, which at K = 1,000 dominated the
+        path; each sample's probability mass then sits on a few classes, so the
+        coupling ``p p^T`` is small beside the diagonal and the model's scalar ``c``
+        absorbs the rest."""
+        if self.K >= self.DIAGONAL_MIN_CLASSES:
+            q = self._probs(Z)
+            v = self.weighted(q * (1 - q)).sum(0, dtype=torch.float64)
+            tot = float(self.n if self.w is None else self.w.sum())
+            return v / max(tot, 1e-300)
         idx = _subsample(self.n, Z.device)
         P = self._probs(Z)
         P = (P if idx is None else P.index_select(0, idx)).to(torch.float64)

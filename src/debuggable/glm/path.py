@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from debuggable._threads import ThreadBudget
 from debuggable.errors import DebuggableError
 from debuggable.glm import _validation as V
 from debuggable.glm._design import (
@@ -298,6 +299,7 @@ def elastic_net_path(
     max_iter: int = 500,
     block_rows: int | None = None,
     constant_features: str = "drop",
+    threads: int | str = "auto",
 ) -> GLMPath:
     """Fit an elastic-net GLM regularisation path.
 
@@ -333,6 +335,12 @@ def elastic_net_path(
             (default) fits on the other columns and gives them zero weight (listed in
             ``info["constant_features_skipped"]``; see :mod:`debuggable.glm.columns`),
             ``"raise"`` refuses them.
+        threads: CPU threads for torch. ``"auto"`` (default) follows the cores other
+            processes leave free, up to ``torch.get_num_threads()``, and looks again
+            every half second (:class:`debuggable._threads.ThreadBudget`): on a busy
+            machine a thread that shares its core with another process makes the
+            others spin at every barrier. A positive integer fixes the count. Ignored
+            off the CPU; the thread count is restored on return.
 
     Returns:
         a :class:`GLMPath` over all ``D`` features.
@@ -340,7 +348,22 @@ def elastic_net_path(
     Raises:
         DebuggableError: on bad input (nothing is computed or written then).
     """
+    if not (threads == "auto" or (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1)):
+        raise DebuggableError(f"threads: expected 'auto' or a positive integer, got {threads!r}.")
     t_start = time.perf_counter()
+    on = device if device is not None else getattr(X, "device", "cpu")
+    budget = ThreadBudget(on) if threads == "auto" else ThreadBudget(on, fixed=threads)
+    with budget:
+        return _elastic_net_path(X, y, t_start, budget, family=family, alpha=alpha, n_lambdas=n_lambdas,
+                                 lambda_min_ratio=lambda_min_ratio, lambdas=lambdas, tol=tol, standardize=standardize,
+                                 group=group, sample_weight=sample_weight, X_val=X_val, y_val=y_val, device=device,
+                                 max_time=max_time, verbose=verbose, kkt_tol=kkt_tol, dtype=dtype, solver=solver,
+                                 max_iter=max_iter, block_rows=block_rows, constant_features=constant_features)
+
+
+def _elastic_net_path(X, y, t_start, budget, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, standardize,
+                      group, sample_weight, X_val, y_val, device, max_time, verbose, kkt_tol, dtype, solver, max_iter,
+                      block_rows, constant_features) -> GLMPath:
     P = _setup(X, y, family=family, alpha=alpha, n_lambdas=n_lambdas, lambda_min_ratio=lambda_min_ratio, lambdas=lambdas,
                tol=tol, standardize=standardize, group=group, sample_weight=sample_weight, X_val=X_val, y_val=y_val,
                device=device, max_time=max_time, verbose=verbose, kkt_tol=kkt_tol, dtype=dtype, solver=solver,
@@ -358,7 +381,8 @@ def elastic_net_path(
     L = grid.shape[0]
 
     gram = design.gram()
-    sol = ProxNewtonSolver(design, datafit, penalty, gram, work_dtype=work_dtype, verbose=int(verbose))
+    sol = ProxNewtonSolver(design, datafit, penalty, gram, work_dtype=work_dtype, verbose=int(verbose),
+                           on_iteration=budget.update)
 
     # ---- the path ---------------------------------------------------------------------------
     out = {key: [] for key in ("coef_std", "b", "objective", "gap", "kkt", "converged", "n_iter", "nnz", "n_features", "time",
@@ -440,6 +464,8 @@ def elastic_net_path(
         "sample_weight": sw is not None,
         "total_time": time.perf_counter() - t_start,
         "stopped": stopped,
+        # the CPU thread counts the path ran with, in order (ThreadBudget)
+        "threads": list(budget.history),
         "objective_scale": "standardised" if standardize else "original",
     }
     info_dict["constant_features_skipped"] = []

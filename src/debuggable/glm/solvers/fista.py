@@ -6,8 +6,8 @@ The proximal Newton solver needs, at every outer step, the minimiser of::
 
 over ``Delta = [Delta_W; Delta_b]`` (``(m + 1, K)``: the working-set rows plus the
 unpenalised intercept as the last row), where ``G`` is the ``(m + 1)^2`` Gram matrix
-of the working set (with the intercept column) and ``B`` is ``K x K``. One iteration
-costs ``O(m^2 K + m K^2)``: no pass over the data, which is why the outer solver can
+of the working set (with the intercept column) and ``B`` is ``K x K`` (or its diagonal,
+``(K,)``, for many classes). One iteration costs ``O(m^2 K + m K^2)`` (``O(m^2 K)``): no pass over the data, which is why the outer solver can
 afford to solve this model accurately.
 
 Restarts follow O'Donoghue & Candes (2015): momentum is reset whenever the update
@@ -35,6 +35,15 @@ def kron_operator(G: torch.Tensor, B: torch.Tensor, c: float):
     for small K with MKL/oneDNN, hence the layout.
     """
     cdt = G.dtype
+    if B.dim() == 1:  # a diagonal B (many classes): O(m^2 K) per product
+        cb = (c * B).to(cdt).unsqueeze(1)
+
+        def hess_diag_T(YT: torch.Tensor) -> torch.Tensor:
+            if YT.dtype == cdt:
+                return (cb * YT) @ G
+            return ((cb * YT.to(cdt)) @ G).to(YT.dtype)
+
+        return hess_diag_T
     BcT = (c * B).T.to(cdt).contiguous()
 
     def hess_T(YT: torch.Tensor) -> torch.Tensor:

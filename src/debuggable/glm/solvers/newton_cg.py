@@ -35,6 +35,8 @@ class KroneckerPreconditioner:
                  shift_invariant: bool = False):
         g, self.U = gram_eig
         B = B.to(torch.float64)
+        if B.dim() == 1:  # a diagonal model (many classes)
+            B = torch.diag(B)
         if shift_invariant and B.shape[0] > 1:
             # The softmax's B is singular along "every class alike". On a face with partial
             # rows that direction is curved, and an inverse of ~1/rho there would swamp the

@@ -154,8 +154,10 @@ class ProxNewtonSolver:
 
     def __init__(self, design, datafit: Datafit, penalty: ElasticNet, gram: torch.Tensor, *,
                  work_dtype: torch.dtype = torch.float64, max_inner: int = 50, newton_cg: bool = True,
-                 verbose: int = 0):
+                 verbose: int = 0, on_iteration=None):
         self.design = design
+        # called before every outer iteration (the path's ThreadBudget.update)
+        self.on_iteration = on_iteration
         self.datafit = datafit
         self.penalty = penalty
         self.gram = gram  # (D+1, D+1) float64
@@ -324,6 +326,8 @@ class ProxNewtonSolver:
             iter_before = n_iter
             k_hist: list[float] = []  # KKT residual before each step
             while n_iter < max_iter:
+                if self.on_iteration is not None:
+                    self.on_iteration()
                 loss, G, gb = gradient(design, datafit, Z, exact=exact_grad)
                 viol = penalty.violation(WA, G, lam)
                 k = max(float(viol.max()) if m else 0.0, float(gb.abs().max()))

@@ -1,0 +1,158 @@
+"""``debuggable._threads``: the thread budget that follows the free cores."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from debuggable import _threads
+from debuggable._threads import ThreadBudget, one_cpu_thread, usable_cores
+
+
+class FakeClock:
+    """``/proc/stat``'s busy seconds, our own CPU seconds and the monotonic clock, by hand."""
+
+    def __init__(self, monkeypatch):
+        self.wall = 100.0
+        self.busy = 1000.0
+        self.own = 5.0
+        self.nice_seen = []
+        monkeypatch.setattr(_threads.time, "monotonic", lambda: self.wall)
+        monkeypatch.setattr(_threads.time, "process_time", lambda: self.own)
+        monkeypatch.setattr(_threads.time, "sleep", lambda s: self.advance(s, others=self.others, own=0.0))
+        monkeypatch.setattr(_threads, "_proc_stat_busy", self.read)
+        monkeypatch.setattr(_threads, "usable_cores", lambda: 2)
+        self.others = 0.0
+
+    def read(self, count_nice):
+        self.nice_seen.append(count_nice)
+        return self.busy
+
+    def advance(self, seconds, others, own):
+        """``seconds`` of wall time with ``others`` cores busy elsewhere and ``own`` of ours."""
+        self.wall += seconds
+        self.busy += seconds * (others + own)
+        self.own += seconds * own
+
+
+@pytest.fixture()
+def clock(monkeypatch):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield FakeClock(monkeypatch)
+    torch.set_num_threads(saved)
+
+
+def test_budget_takes_every_core_on_a_quiet_machine(clock):
+    with ThreadBudget("cpu") as budget:
+        assert budget.threads == 2 and torch.get_num_threads() == 2
+
+
+def test_budget_gives_up_the_core_another_process_takes_and_takes_it_back(clock):
+    clock.others = 1.0
+    with ThreadBudget("cpu", interval=0.5) as budget:
+        assert budget.threads == 1 and torch.get_num_threads() == 1
+        # we ran one thread flat out beside the competitor: still one core left for us
+        clock.advance(1.0, others=1.0, own=1.0)
+        assert budget.update() == 1
+        # the competitor stops; our own busy time does not count against us
+        clock.advance(1.0, others=0.0, own=1.0)
+        assert budget.update() == 2 and torch.get_num_threads() == 2
+        # within the interval nothing is read
+        reads = len(clock.nice_seen)
+        clock.advance(0.1, others=1.0, own=2.0)
+        assert budget.update() == 2 and len(clock.nice_seen) == reads
+    assert torch.get_num_threads() == 2  # restored
+    assert budget.history == [1, 2]
+
+
+def test_a_partly_busy_core_is_left_alone(clock):
+    clock.others = 0.5  # another process on half a core: our second thread would stall at barriers
+    with ThreadBudget("cpu") as budget:
+        assert budget.threads == 1
+    clock.others = 0.1  # background noise
+    with ThreadBudget("cpu") as budget:
+        assert budget.threads == 2
+
+
+def test_budget_respects_the_thread_limit_and_a_fixed_count(clock):
+    torch.set_num_threads(1)
+    with ThreadBudget("cpu") as budget:  # one thread allowed: nothing to decide
+        assert budget.threads is None and torch.get_num_threads() == 1
+    with ThreadBudget("cpu", fixed=2) as budget:
+        assert torch.get_num_threads() == 2 and budget.history == [2]
+    assert torch.get_num_threads() == 1
+
+
+def test_budget_does_nothing_off_the_cpu(clock):
+    with ThreadBudget("meta") as budget:
+        assert budget.threads is None
+    assert torch.get_num_threads() == 2
+
+
+def test_niced_processes_count_only_when_we_are_niced_too(clock, monkeypatch):
+    monkeypatch.setattr(_threads.os, "getpriority", lambda which, who: 0)
+    with ThreadBudget("cpu"):
+        pass
+    assert set(clock.nice_seen) == {False}
+    clock.nice_seen.clear()
+    monkeypatch.setattr(_threads.os, "getpriority", lambda which, who: 10)
+    with ThreadBudget("cpu"):
+        pass
+    assert set(clock.nice_seen) == {True}
+
+
+def test_proc_stat_is_read_in_seconds():
+    busy = _threads._proc_stat_busy(False)
+    if busy is None:
+        pytest.skip("no /proc/stat on this system")
+    assert busy > 0
+    spin_until = time.perf_counter() + 0.3
+    while time.perf_counter() < spin_until:
+        pass
+    # we were busy for 0.3 s: all processes together were busy at least about that long
+    assert _threads._proc_stat_busy(False) - busy >= 0.2
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="needs two usable cores to see one taken")
+def test_a_real_competing_process_is_seen():
+    torch.set_num_threads(2)
+    competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        with ThreadBudget("cpu", first_look=0.5) as budget:
+            pass
+        assert budget.last_others >= 0.7, budget.last_others
+        assert budget.threads <= usable_cores() - 1
+    finally:
+        competitor.kill()
+        competitor.wait()
+
+
+def test_elastic_net_path_restores_the_thread_count_and_records_it():
+    from debuggable.errors import DebuggableError
+    from debuggable.glm import elastic_net_path
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 8))
+    y = rng.integers(0, 3, 300)
+    torch.set_num_threads(2)
+    path = elastic_net_path(X, y, n_lambdas=4, threads=1)
+    assert path.info["threads"] == [1] and torch.get_num_threads() == 2
+    path = elastic_net_path(X, y, n_lambdas=4)
+    assert all(1 <= t <= min(2, usable_cores()) for t in path.info["threads"])
+    assert torch.get_num_threads() == 2
+    with pytest.raises(DebuggableError, match="threads: expected 'auto' or a positive integer"):
+        elastic_net_path(X, y, n_lambdas=4, threads=0)
+
+
+def test_one_cpu_thread_inside_a_budget_restores_the_budget_count(clock):
+    with ThreadBudget("cpu") as budget:
+        with one_cpu_thread(torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == budget.threads == 2
