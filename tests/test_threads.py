@@ -95,16 +95,37 @@ def test_budget_does_nothing_off_the_cpu(clock):
     assert torch.get_num_threads() == 2
 
 
-def test_niced_processes_count_only_when_we_are_niced_too(clock, monkeypatch):
-    monkeypatch.setattr(_threads.os, "getpriority", lambda which, who: 0)
+def test_niced_processes_count_unless_they_yield(clock, monkeypatch):
+    monkeypatch.setattr(_threads, "niced_processes_yield", lambda: True)
     with ThreadBudget("cpu"):
         pass
     assert set(clock.nice_seen) == {False}
     clock.nice_seen.clear()
-    monkeypatch.setattr(_threads.os, "getpriority", lambda which, who: 10)
+    monkeypatch.setattr(_threads, "niced_processes_yield", lambda: False)
     with ThreadBudget("cpu"):
         pass
     assert set(clock.nice_seen) == {True}
+
+
+def test_niced_processes_yield_only_without_autogroups_and_when_we_are_not_niced(monkeypatch, tmp_path):
+    import builtins
+
+    real_open = builtins.open
+    flag = tmp_path / "autogroup"
+
+    def fake_open(path, *a, **kw):
+        if path == "/proc/sys/kernel/sched_autogroup_enabled":
+            return real_open(flag, *a, **kw)
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(_threads.os, "getpriority", lambda which, who: 0)
+    flag.write_text("1\n")
+    assert _threads.niced_processes_yield() is False
+    flag.write_text("0\n")
+    assert _threads.niced_processes_yield() is True
+    monkeypatch.setattr(_threads.os, "getpriority", lambda which, who: 10)
+    assert _threads.niced_processes_yield() is False
 
 
 def test_proc_stat_is_read_in_seconds():
@@ -144,8 +165,12 @@ def test_elastic_net_path_restores_the_thread_count_and_records_it():
     torch.set_num_threads(2)
     path = elastic_net_path(X, y, n_lambdas=4, threads=1)
     assert path.info["threads"] == [1] and torch.get_num_threads() == 2
-    path = elastic_net_path(X, y, n_lambdas=4)
-    assert all(1 <= t <= min(2, usable_cores()) for t in path.info["threads"])
+    path = elastic_net_path(X, y, n_lambdas=4)  # small: no look, the threads it was given
+    assert path.info["threads"] == [2]
+    Xl = rng.standard_normal((20_000, 100)).astype(np.float32)  # 2M entries: the budget decides
+    yl = rng.integers(0, 3, 20_000)
+    path = elastic_net_path(Xl, yl, n_lambdas=2)
+    assert path.info["threads"] and all(1 <= t <= min(2, usable_cores()) for t in path.info["threads"])
     assert torch.get_num_threads() == 2
     with pytest.raises(DebuggableError, match="threads: expected 'auto' or a positive integer"):
         elastic_net_path(X, y, n_lambdas=4, threads=0)

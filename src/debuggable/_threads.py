@@ -48,6 +48,26 @@ def _proc_stat_busy(count_nice: bool) -> float | None:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
+def niced_processes_yield() -> bool:
+    """Whether other processes' niced CPU time leaves its core to this process.
+
+    Only when this process is not niced itself and the kernel's autogroup scheduling
+    is off: with autogroups (the default on desktop Linux) nice values weigh processes
+    only within one session, so a niced job started from another terminal competes
+    for a core as much as any other (seen on this project's machines: a niced
+    benchmark in another session took a quarter of glmnet's core)."""
+    try:
+        if os.getpriority(os.PRIO_PROCESS, 0) > 0:
+            return False
+    except (AttributeError, OSError):
+        return False
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
+            return f.read().strip() == "0"
+    except OSError:
+        return True  # no autogroup support in this kernel: nice values apply machine-wide
+
+
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity), at least 1."""
     try:
@@ -65,7 +85,7 @@ class ThreadBudget:
     CPU and the wall time (measured: 8x on the GLM path on two cores). So the budget
     measures, over the interval since its last look, how many cores were busy with
     *other* processes (all busy time in ``/proc/stat`` minus this process's own CPU
-    time; niced processes are not counted unless this one is niced too) and runs
+    time; niced processes only where they yield, :func:`niced_processes_yield`) and runs
     ``clamp(round_down(free + 0.2), 1, max_threads)`` threads.
 
     Use as a context manager around long CPU work and call :meth:`update` often (it
@@ -113,10 +133,7 @@ class ThreadBudget:
             return self
         limit = self.max_threads or self._saved
         self.max_threads = max(1, min(limit, usable_cores()))
-        try:
-            self._count_nice = os.getpriority(os.PRIO_PROCESS, 0) > 0
-        except (AttributeError, OSError):
-            self._count_nice = False
+        self._count_nice = not niced_processes_yield()
         self._active = self.device.type == "cpu" and self.max_threads > 1
         if self._active:
             self._last = self._snapshot()

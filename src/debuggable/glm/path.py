@@ -129,6 +129,17 @@ def _val_matrix(X_val: Any, d: int, mean: torch.Tensor, std: torch.Tensor, dtype
     return standardize_in_memory(Xv, mean, std, dtype, device)
 
 
+#: Below this many feature entries (n x D) the path runs on the threads it was given.
+_BUDGET_MIN_ENTRIES = 2_000_000
+
+
+def _budget_pays(X: Any) -> bool:
+    shape = getattr(X, "shape", None)
+    if shape is None or len(shape) != 2:
+        return False
+    return int(shape[0]) * int(shape[1]) >= _BUDGET_MIN_ENTRIES
+
+
 def _work_dtype(n: int, k: int, device: torch.device) -> torch.dtype:
     """float64 for the (n, K) work arrays unless they would take half the device memory."""
     if device.type == "cpu":
@@ -337,7 +348,7 @@ def elastic_net_path(
             ``"raise"`` refuses them.
         threads: CPU threads for torch. ``"auto"`` (default) follows the cores other
             processes leave free, up to ``torch.get_num_threads()``, and looks again
-            every half second (:class:`debuggable._threads.ThreadBudget`): on a busy
+            every half second (problems under 2M feature entries keep the current count) (:class:`debuggable._threads.ThreadBudget`): on a busy
             machine a thread that shares its core with another process makes the
             others spin at every barrier. A positive integer fixes the count. Ignored
             off the CPU; the thread count is restored on return.
@@ -352,7 +363,10 @@ def elastic_net_path(
         raise DebuggableError(f"threads: expected 'auto' or a positive integer, got {threads!r}.")
     t_start = time.perf_counter()
     on = device if device is not None else getattr(X, "device", "cpu")
-    budget = ThreadBudget(on) if threads == "auto" else ThreadBudget(on, fixed=threads)
+    if threads == "auto" and _budget_pays(X):
+        budget = ThreadBudget(on)
+    else:  # a fixed count, or a problem too small for the first look (50 ms) to pay
+        budget = ThreadBudget(on, fixed=torch.get_num_threads() if threads == "auto" else threads)
     with budget:
         return _elastic_net_path(X, y, t_start, budget, family=family, alpha=alpha, n_lambdas=n_lambdas,
                                  lambda_min_ratio=lambda_min_ratio, lambdas=lambdas, tol=tol, standardize=standardize,
