@@ -50,7 +50,7 @@ _EXTRAPOLATE_BYTES = 1 << 30  # keep the previous predictions for the warm start
 # highest score first, up to _WS_GROWTH times the number of active features in all (at
 # least _WS_MIN); the certificate adds any feature the cap left out that violates the
 # KKT conditions.
-_WS_GROWTH = 1.25
+_WS_GROWTH = 1.6
 _WS_MIN = 64
 
 
