@@ -235,6 +235,11 @@ class Communicator:
         self.raise_if_any(err)
         return result
 
+    def barrier(self, what: str = "a barrier") -> None:
+        """Wait for every rank (a no-op without a group)."""
+        if self.active:
+            self.sum_int(0, what)
+
     def check_same(self, t: torch.Tensor, what: str) -> None:
         """Raise when ``t`` (replicated state, e.g. the coefficients) differs between ranks.
 
