@@ -31,6 +31,7 @@ from debuggable.glm._design import (
     StreamingDesign,
     _Moments,
     block_rows_for,
+    fix_malloc_threshold,
     moments_in_memory,
     standardize_in_memory,
 )
@@ -168,49 +169,72 @@ def _check_classes_global(comm: Communicator, family: str, yv: np.ndarray, k: in
     return k if family == "multinomial" else 1
 
 
-#: ``(n, K)`` work arrays the streaming solver holds at once (predictions, the step's
+#: ``(n, K)`` work arrays the streaming solver holds at once: predictions, the step's
 #: predictions, the line search's trial, residual, probabilities, the certificate's
-#: predictions, the previous lambda's for the warm start, one temporary).
-_STREAM_WORK_ARRAYS = 8
+#: predictions, the previous lambda's for the warm start, and in a Newton-CG step the
+#: direction's predictions, the Hessian product's and two temporaries.
+_STREAM_WORK_ARRAYS = 12
 
 
 def streaming_memory(n: int, d: int, k: int, itemsize: int, work_itemsize: int, block_rows: int,
-                     source_itemsize: int = 4, device: torch.device | None = None, n_val: int = 0) -> dict[str, int]:
+                     source_itemsize: int = 4, device: torch.device | None = None, n_val: int = 0,
+                     n_lambdas: int = 100, chunk_bytes: int = 0) -> dict[str, int]:
     """Bytes of the streaming solver's own working memory (not the Python and torch runtime).
 
-    * ``work``: ``_STREAM_WORK_ARRAYS`` ``(n, K)`` arrays of the work dtype;
-    * ``gram``: the ``(D+1)^2`` float64 Gram matrix, the working set's copy and its
-      eigendecomposition (three such matrices);
-    * ``blocks``: per row of a block, the reader's block in its dtype twice (the one in
-      use and the one the background reader prefetches; three times on CUDA with the
-      pinned staging copy), the float64 standardisation's two temporaries, the
-      standardised block and its working-set columns in the compute dtype, and the
-      float64 promotion for certificate products;
-    * ``val``: the standardised validation rows and their predictions.
+    Args:
+        n, d, k: this rank's rows, the features and the outputs.
+        itemsize, work_itemsize: bytes per number of the compute and the work dtype.
+        block_rows: rows per streamed block.
+        source_itemsize: bytes per stored feature value.
+        device: the compute device (a CUDA block also has a pinned staging copy).
+        n_val: validation rows.
+        n_lambdas: the path's length (its coefficients are kept).
+        chunk_bytes: a feature-store chunk, read once whole to check its checksum.
+
+    Returns:
+        ``{"work", "gram", "coef", "blocks", "val", "per_row", "total"}``:
+
+        * ``work``: ``_STREAM_WORK_ARRAYS`` ``(n, K)`` arrays of the work dtype;
+        * ``gram``: the ``(D+1)^2`` float64 Gram matrix, the working set's copies and
+          its eigendecomposition (four such matrices);
+        * ``coef``: the path's ``(D, K)`` float64 coefficients, one per lambda, and six
+          working copies (gradients, the certificate's, the warm start's);
+        * ``blocks``: per row of a block (``per_row`` bytes), with two blocks in flight
+          (the one in use and the one the background thread reads and standardises):
+          the raw block in its dtype twice (three times on CUDA, with the pinned
+          staging copy), the float64 standardisation's two temporaries, three blocks
+          in the compute dtype (the two standardised blocks and the working-set
+          columns of the current one) and the float64 promotion for certificate
+          products; plus one stored chunk (read whole once to check its checksum);
+        * ``val``: the standardised validation rows and their predictions.
     """
     copies = 3 if (device is not None and device.type == "cuda") else 2
-    per_row = d * (copies * source_itemsize + 2 * 8 + 2 * itemsize + 8)
+    per_row = d * (copies * source_itemsize + 2 * 8 + 3 * itemsize + 8)
     parts = {
         "work": _STREAM_WORK_ARRAYS * n * k * work_itemsize,
-        "gram": 3 * (d + 1) ** 2 * 8,
-        "blocks": block_rows * per_row,
+        "gram": 4 * (d + 1) ** 2 * 8,
+        "coef": (n_lambdas + 6) * d * k * 8,
+        "blocks": block_rows * per_row + int(chunk_bytes),
         "val": n_val * (d * itemsize + 2 * k * 8),
     }
+    parts["total"] = sum(parts.values())
     parts["per_row"] = per_row
-    parts["total"] = parts["work"] + parts["gram"] + parts["blocks"] + parts["val"]
+    parts["block_rows"] = int(block_rows)
     return parts
 
 
 def _block_rows_for_limit(memory_limit: int, n: int, d: int, k: int, itemsize: int, work_itemsize: int,
-                          device: torch.device, n_val: int, cap: int) -> int:
+                          device: torch.device, n_val: int, cap: int, source_itemsize: int, n_lambdas: int,
+                          chunk_bytes: int) -> int:
     """The largest row block (at most ``cap``) whose streaming solve stays within ``memory_limit``."""
-    fixed = streaming_memory(n, d, k, itemsize, work_itemsize, 0, device=device, n_val=n_val)
+    fixed = streaming_memory(n, d, k, itemsize, work_itemsize, 0, source_itemsize, device, n_val, n_lambdas,
+                             chunk_bytes)
     rows = (memory_limit - fixed["total"]) // fixed["per_row"]
     if rows < _MIN_BLOCK_ROWS:
         need = fixed["total"] + _MIN_BLOCK_ROWS * fixed["per_row"]
         raise DebuggableError(
             f"memory_limit: expected at least {need} bytes ({need / 2**20:.1f} MiB) for a streaming solve of {n} rows x "
-            f"{d} features x {k} outputs (the (n, K) work arrays and the Gram matrix alone take "
+            f"{d} features x {k} outputs (the (n, K) work arrays, Gram matrices and coefficients alone take "
             f"{fixed['total'] / 2**20:.1f} MiB), got {memory_limit}."
         )
     return int(min(rows, cap))
@@ -329,8 +353,13 @@ def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, st
         brows = block_rows or block_rows_for(d, dev)
         if memory_limit is not None and solver_used == "streaming":
             src_item = _source_itemsize(reader if reader is not None else X)
-            brows = _block_rows_for_limit(memory_limit, n, d, k, itemsize, work_itemsize, dev, n_val, brows)
-            stream_mem = streaming_memory(n, d, k, itemsize, work_itemsize, brows, src_item, dev, n_val)
+            n_lam = n_lambdas if grid is None else grid.shape[0]
+            chunk = _chunk_bytes(reader, d, src_item)
+            brows = _block_rows_for_limit(memory_limit, n, d, k, itemsize, work_itemsize, dev, n_val, brows, src_item,
+                                          n_lam, chunk)
+            stream_mem = streaming_memory(n, d, k, itemsize, work_itemsize, brows, src_item, dev, n_val, n_lam, chunk)
+            if dev.type == "cpu":
+                fix_malloc_threshold()  # freed blocks go back to the system, so the limit holds
         else:
             stream_mem = None
     except DebuggableError as exc:
@@ -426,8 +455,18 @@ def _local_weights(sample_weight: Any, n: int) -> np.ndarray | None:
         return np.zeros(n)
 
 
+def _chunk_bytes(reader: Any, d: int, itemsize: int) -> int:
+    """Bytes of one stored chunk of a feature-store reader (0 for other sources)."""
+    base = reader
+    while base is not None and not hasattr(base, "chunk_rows"):
+        base = getattr(base, "reader", None)
+    rows = getattr(base, "chunk_rows", None) if base is not None else None
+    return int(rows) * d * itemsize if isinstance(rows, (int, np.integer)) else 0
+
+
 def _source_itemsize(X: Any) -> int:
-    """Bytes per stored number of the features a reader or array yields (4 if unknown)."""
+    """Bytes per stored number of the features a reader or array yields (8 if unknown: a
+    memory limit must hold for float64 blocks too)."""
     try:
         dt = getattr(X, "dtype", None)
         if callable(dt):
@@ -438,7 +477,7 @@ def _source_itemsize(X: Any) -> int:
             return int(np.dtype(dt).itemsize)
     except Exception:  # noqa: BLE001 - a reader need not say
         pass
-    return 4
+    return 8
 
 
 @torch.no_grad()

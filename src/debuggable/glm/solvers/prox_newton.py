@@ -232,7 +232,11 @@ class ProxNewtonSolver:
             need = ClassBlockPreconditioner.memory_bytes(face[:m] | near, design.dtype)
             # beyond the share, too large for the device: the Kronecker model instead
             # every rank decides alike: on the least free memory of any rank
-            free = datafit.comm.min_float(float(available_memory(design.device)), "comparing free memory")
+            free = float(available_memory(design.device))
+            spare = getattr(design, "spare_bytes", None)  # what a memory_limit leaves the blocks
+            if spare is not None:
+                free = min(free, spare / self.CG_BLOCK_MEMORY_SHARE)
+            free = datafit.comm.min_float(free, "comparing free memory")
             use_blocks = need <= self.CG_BLOCK_MEMORY_SHARE * (free + self._blocks_bytes)
         if use_blocks:
             if self._blocks is None or self._blocks_lam != lam:
