@@ -354,7 +354,7 @@ def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, st
         if memory_limit is not None and solver_used == "streaming":
             src_item = _source_itemsize(reader if reader is not None else X)
             n_lam = n_lambdas if grid is None else grid.shape[0]
-            chunk = _chunk_bytes(reader, d, src_item)
+            chunk = min(_chunk_bytes(reader, d, src_item), n * d * src_item)
             brows = _block_rows_for_limit(memory_limit, n, d, k, itemsize, work_itemsize, dev, n_val, brows, src_item,
                                           n_lam, chunk)
             stream_mem = streaming_memory(n, d, k, itemsize, work_itemsize, brows, src_item, dev, n_val, n_lam, chunk)
