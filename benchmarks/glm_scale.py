@@ -168,7 +168,7 @@ def _fit_child(argv: list[str]) -> int:
     out = Path(a.out)
     rec = {"rank": a.rank, "world": a.world, "rows": hi - lo, "seconds": seconds, "rss_before": rss0,
            "hwm_before": hwm0, "rss_after": rss1, "hwm_after": hwm1, "solver": path.info["solver"],
-           "memory": path.info["memory"], "n_iter": path.n_iter.tolist(), "max_kkt": float(np.max(path.kkt)),
+           "memory": path.info["memory"], "passes": path.info.get("passes"), "n_iter": path.n_iter.tolist(), "max_kkt": float(np.max(path.kkt)),
            "max_gap": float(np.max(path.gap)), "converged": bool(path.converged.all()), "nnz": path.nnz.tolist(),
            "time_per_lambda": path.time.tolist()}
     (out / f"rank{a.rank}.json").write_text(json.dumps(rec))
@@ -246,6 +246,7 @@ def out_of_core(args) -> None:
           "memory_limit": limit, "store_over_limit": store_bytes / limit, "peak_rss": rec["hwm_after"],
           "rss_before_fit": rec["rss_before"], "peak_rss_growth": grew, "growth_over_limit": grew / limit,
           "accounted": rec["memory"], "solver": rec["solver"], "seconds": rec["seconds"], "wall_s": wall,
+          "passes": rec["passes"], "seconds_per_pass": rec["seconds"] / max(1, rec["passes"] or 1),
           "n_iter": rec["n_iter"], "max_kkt": rec["max_kkt"], "max_gap": rec["max_gap"], "converged": rec["converged"]})
     say(f"out-of-core: {n} x {d} store of {store_bytes / 2**20:.0f} MiB with a {limit / 2**20:.0f} MiB limit: the fit "
         f"grew the process by {grew / 2**20:.0f} MiB (peak RSS {rec['hwm_after'] / 2**20:.0f} MiB, "

@@ -318,14 +318,14 @@ def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, st
         lo, hi = comm.min_int(d, "comparing the feature counts"), -comm.min_int(-d, "comparing the feature counts")
         if lo != hi:
             raise DebuggableError(f"X: expected the same number of features on every rank, got {lo} to {hi}.")
-        if comm.any_true(X_val is None, "comparing the validation sets") != (X_val is None):
+        if _mixed(comm, X_val is None, "comparing the validation sets"):
             raise DebuggableError("X_val, y_val: expected a validation set on every rank or on none.")
         n_total = comm.sum_int(n, "counting the rows")
         k = _check_classes_global(comm, family, yv, k)
-        if sw is not None and not comm.sum_float(float(sw.sum()), "summing the sample weights") > 0:
-            raise DebuggableError("sample_weight: expected at least one positive weight, got all zeros.")
-        if comm.any_true(sw is None, "comparing the sample weights") != (sw is None):
+        if _mixed(comm, sw is None, "comparing the sample weights"):
             raise DebuggableError("sample_weight: expected sample weights on every rank or on none.")
+        if sw is not None and not comm.sum_float(float(sw.sum()), "summing the sample weights") > 0:
+            raise DebuggableError("sample_weight: expected at least one positive weight over all ranks, got all zeros.")
     err = None
     try:
         if X_val is not None:
@@ -440,6 +440,11 @@ def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, st
     lam_max = penalty.lambda_max(G0)
     env = dict(locals())
     return SimpleNamespace(**{name: val for name, val in env.items() if not name.startswith("_")})
+
+
+def _mixed(comm: Communicator, flag: bool, what: str) -> bool:
+    """Whether ``flag`` holds on some ranks but not on all (the same answer on every rank)."""
+    return comm.any_true(flag, what) and not comm.all_true(flag, what)
 
 
 def _local_weights(sample_weight: Any, n: int) -> np.ndarray | None:
@@ -688,6 +693,7 @@ def elastic_net_path(
         "world_size": comm.world_size,
         "resumed_lambdas": start,
         "memory": P.stream_mem,
+        "passes": getattr(design, "passes", None),  # streaming: passes over the rows (each rank's)
     }
     info_dict["constant_features_skipped"] = []
     result = GLMPath(

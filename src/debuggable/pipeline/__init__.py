@@ -405,11 +405,16 @@ def run_fit_distributed(run: RunDirectory, *, force: bool = False, progress: boo
     stage = _BY_NAME["fit"]
     decision = None
     if comm.is_root:
-        before = [name for name in dependencies("fit") - {"fit"}
-                  if _BY_NAME[name].applies(run) and _BY_NAME[name].status(run) != "done"]
-        status = stage.status(run)
-        decision = ("missing", before) if before else ("skip" if status == "done" and not force else "run", status)
+        try:
+            before = [name for name in dependencies("fit") - {"fit"}
+                      if _BY_NAME[name].applies(run) and _BY_NAME[name].status(run) != "done"]
+            status = stage.status(run)
+            decision = ("missing", before) if before else ("skip" if status == "done" and not force else "run", status)
+        except DebuggableError as exc:  # every rank must hear of it, or the others wait
+            decision = ("error", str(exc))
     kind, detail = comm.broadcast_object(decision, "agreeing on the stage to run")
+    if kind == "error":
+        raise DebuggableError(detail)
     if kind == "missing":
         order = [st.name for st in STAGES if st.name in detail]
         raise DebuggableError(
