@@ -9,6 +9,7 @@ already complete for the current config.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from debuggable import __version__
@@ -89,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except DebuggableError as exc:
         print(f"debuggable: error: {exc}", file=sys.stderr)
+        from debuggable.glm.distributed import DistributedError
+
+        if isinstance(exc, DistributedError):
+            # the group lost a rank: tearing it down would abort in gloo's destructor
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         return 2
     except BrokenPipeError:  # `debuggable status RUN | head -1`: the reader left; stop quietly
         from debuggable.run.faults import silence_stdout
@@ -176,6 +184,17 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         atomic_write_text(run.path / "run.toml", dumps_config(run.config))
     repair = getattr(args, "repair", False)  # extract --repair: a forced extract that keeps sound chunks
+    from debuggable.glm.distributed import env_world
+
+    rank, world, _ = env_world()
+    if world > 1:  # under torchrun
+        if command != "fit":
+            raise DebuggableError(f"torchrun: only `debuggable fit` runs on several processes, got `{args.command}`; "
+                                  f"run it in one process (`debuggable {args.command} {args.config}`).")
+        summaries = pipeline.run_fit_distributed(run, force=args.force, progress=progress)
+        if rank == 0:
+            print(pipeline.describe_results(run, summaries))
+        return 0
     if args.command == "run":
         summaries = pipeline.run_all(run, force=args.force, progress=progress)
     else:

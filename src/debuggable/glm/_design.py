@@ -11,6 +11,11 @@ reader that does not:
   accumulated in float64 over row blocks;
 * ``gram()``: the weighted Gram matrix of ``[X, 1]`` divided by ``n``, float64.
 
+Under a process group (:mod:`debuggable.glm.distributed`) a design holds this rank's
+rows only: ``n`` is the number of local rows, ``n_total`` that of all ranks, ``mv``
+stays local (``(n, K)`` predictions of the local rows) and everything summed over
+rows (``rmv``, ``gram``, ``weighted_grams``) is all-reduced through ``comm``.
+
 Products run in the compute dtype (float32 by default) on the data's device; with
 ``exact=True`` the blocks are promoted to float64 first, which is how convergence
 certificates are computed, so they do not depend on float32 rounding.
@@ -24,6 +29,7 @@ import numpy as np
 import torch
 
 from debuggable.errors import DebuggableError
+from debuggable.glm.distributed import Communicator
 
 _BLOCK_ELEMS = 1 << 22  # ~16 MiB of float32 per row block
 # A float64 copy of in-memory CPU features up to this size makes every certificate
@@ -95,9 +101,11 @@ class InMemoryDesign:
 
     streaming = False
 
-    def __init__(self, X: torch.Tensor, sample_weight: torch.Tensor | None):
+    def __init__(self, X: torch.Tensor, sample_weight: torch.Tensor | None, comm: Communicator | None = None):
         self.X = X
         self.n, self.d = X.shape
+        self.comm = comm or Communicator()
+        self.n_total = self.comm.sum_int(self.n, "counting the rows")
         self.device = X.device
         self.dtype = X.dtype
         self.w = sample_weight
@@ -182,14 +190,14 @@ class InMemoryDesign:
         m = M.shape[1]
         X64 = self._exact_copy() if exact and M is self.X else None
         if X64 is not None:
-            G = thin_rt_x(R.to(torch.float64), X64).T
+            G = self.comm.sum_(thin_rt_x(R.to(torch.float64), X64).contiguous(), "X^T R").T
             return G[self._cols] if (self._pad and not full) else G
         acc = torch.zeros(R.shape[1], m, dtype=torch.float64, device=self.device)
         dt = torch.float64 if exact else self.dtype
         for s in range(0, self.n, self.block):
             Mb = M[s : s + self.block]
             acc += thin_rt_x(R[s : s + self.block].to(dt), Mb.to(dt)).to(torch.float64)
-        G = acc.T
+        G = self.comm.sum_(acc, "X^T R").T
         if self._pad and not full:
             G = G[self._cols]
         return G
@@ -206,7 +214,8 @@ class InMemoryDesign:
             ``[X_rc, 1]^T diag(weights) [X_rc, 1]`` (not divided by ``n``), computed in
             the compute dtype, ``X_rc`` being the standardised ``X[rows][:, cols]``.
         """
-        return [_weighted_gram(self.X[rows[:, None], cols[None, :]], wts) for rows, wts, cols in requests]
+        out = [_weighted_gram(self.X[rows[:, None], cols[None, :]], wts) for rows, wts, cols in requests]
+        return self.comm.sum_all_(out, "the weighted Gram matrices")
 
     def gram(self) -> torch.Tensor:
         d = self.d
@@ -224,7 +233,7 @@ class InMemoryDesign:
                 G[:d, d] += Xb.to(torch.float64).sum(0)
                 G[d, d] += Xb.shape[0]
         G[d, :d] = G[:d, d]
-        return G / self.n
+        return self.comm.sum_(G, "the Gram matrix") / self.n_total
 
 
 class StreamingDesign(InMemoryDesign):
@@ -239,9 +248,11 @@ class StreamingDesign(InMemoryDesign):
     streaming = True
 
     def __init__(self, reader: Any, mean: torch.Tensor, std: torch.Tensor, sample_weight: torch.Tensor | None,
-                 dtype: torch.dtype, device: torch.device, block_rows: int | None = None):
+                 dtype: torch.dtype, device: torch.device, block_rows: int | None = None, comm: Communicator | None = None):
         self.reader = reader
         self.n, self.d = (int(s) for s in reader.shape)
+        self.comm = comm or Communicator()
+        self.n_total = self.comm.sum_int(self.n, "counting the rows")
         self.mean = mean
         self.std = std
         self.device = device
@@ -260,17 +271,37 @@ class StreamingDesign(InMemoryDesign):
         return None  # nothing is held in memory; exact products promote each block
 
     def blocks(self) -> Iterator[tuple[int, torch.Tensor]]:
+        """The standardised row blocks of one pass, in row order.
+
+        A background thread reads and standardises the next block while the caller
+        works on the current one (so at most two blocks are in flight, which
+        :func:`~debuggable.glm.path.streaming_memory` counts); on CUDA the raw block goes
+        through pinned memory and is copied to the device asynchronously. The reader's
+        own prefetching is turned off (``prefetch=False``) so blocks are not read ahead
+        twice.
+        """
         self.passes += 1
-        expect = 0
-        for start, blk in self.reader.iter_blocks("features", block_rows=self.block, as_torch=True, device=self.device):
-            start = int(start)
-            if start != expect:
-                raise DebuggableError(f"X: the reader yielded a block at row {start}; expected consecutive blocks starting at row {expect}.")
-            blk = torch.as_tensor(blk, device=self.device)
+        cuda = self.device.type == "cuda"
+        src = self.reader.iter_blocks("features", block_rows=self.block, as_torch=True,
+                                      device=None if cuda else self.device, prefetch=False)
+
+        def prepare(item: tuple[Any, Any]) -> tuple[int, torch.Tensor]:
+            start, blk = item
+            blk = torch.as_tensor(blk)
+            if cuda:
+                blk = (blk if blk.is_pinned() else blk.pin_memory()).to(self.device, non_blocking=True)
+            else:
+                blk = blk.to(self.device)
             if blk.ndim != 2 or blk.shape[1] != self.d:
                 raise DebuggableError(f"X: the reader yielded a block of shape {tuple(blk.shape)}; expected (rows, {self.d}).")
+            return int(start), standardize_block(blk, self.mean, self.std, self.dtype)
+
+        expect = 0
+        for start, blk in _in_background(src, prepare):
+            if start != expect:
+                raise DebuggableError(f"X: the reader yielded a block at row {start}; expected consecutive blocks starting at row {expect}.")
             expect = start + blk.shape[0]
-            yield start, standardize_block(blk, self.mean, self.std, self.dtype)
+            yield start, blk
         if expect != self.n:
             raise DebuggableError(f"X: the reader yielded {expect} rows; expected {self.n} as its shape says.")
 
@@ -293,7 +324,7 @@ class StreamingDesign(InMemoryDesign):
             if cols is not None:
                 Xb = Xb.index_select(1, cols)
             acc += thin_rt_x(R[s : s + Xb.shape[0]].to(dt), Xb.to(dt)).to(torch.float64)
-        return acc.T
+        return self.comm.sum_(acc, "X^T R").T
 
     def weighted_grams(self, requests: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
         """As :meth:`InMemoryDesign.weighted_grams`, in one pass over the reader."""
@@ -304,7 +335,7 @@ class StreamingDesign(InMemoryDesign):
                 lo, hi = (int(v) for v in torch.searchsorted(rows, torch.tensor([s, e], device=rows.device)))
                 if hi > lo:
                     acc += _weighted_gram(Xb[(rows[lo:hi] - s)[:, None], cols[None, :]], wts[lo:hi])
-        return out
+        return self.comm.sum_all_(out, "the weighted Gram matrices")
 
     def gram(self) -> torch.Tensor:
         d = self.d
@@ -321,7 +352,59 @@ class StreamingDesign(InMemoryDesign):
                 G[:d, d] += Xb.to(torch.float64).sum(0)
                 G[d, d] += b
         G[d, :d] = G[:d, d]
-        return G / self.n
+        return self.comm.sum_(G, "the Gram matrix") / self.n_total
+
+
+_END = object()
+_MALLOC_FIXED = False
+
+
+def fix_malloc_threshold(threshold: int = 1 << 17) -> bool:
+    """Make glibc serve allocations above ``threshold`` bytes by ``mmap`` and return them
+    to the system when freed (``mallopt(M_MMAP_THRESHOLD)``); True when it applied.
+
+    By default glibc raises that threshold to the size of each large block freed (up
+    to 32 MiB), after which the row blocks come from the heap, whose freed pages it
+    keeps: streaming 1,353-row blocks under a 48 MiB ``memory_limit`` then grew the
+    process by 153 MiB instead of 28 MiB. Called once per process when a memory
+    limit is set on a CPU; elsewhere (not glibc) a no-op.
+    """
+    global _MALLOC_FIXED
+    if _MALLOC_FIXED:
+        return True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        _MALLOC_FIXED = bool(libc.mallopt(-3, int(threshold)))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        _MALLOC_FIXED = False
+    return _MALLOC_FIXED
+
+
+def _in_background(items: Iterator[Any], fn: Any) -> Iterator[Any]:
+    """``fn(item)`` for each of ``items``, the next one computed in a background thread
+    while the caller holds the current one (exceptions surface in the caller)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    it = iter(items)
+
+    def step() -> Any:
+        try:
+            item = next(it)
+        except StopIteration:
+            return _END
+        return fn(item)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="glm-prefetch") as pool:
+        pending = pool.submit(step)
+        while True:
+            current = pending.result()
+            if current is _END:
+                return
+            pending = pool.submit(step)
+            yield current
+            del current
 
 
 def _weighted_gram(Xrc: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -346,14 +429,18 @@ def standardize_in_memory(X: np.ndarray | torch.Tensor, mean: torch.Tensor, std:
     return out
 
 
-def moments_in_memory(X: np.ndarray | torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Per-feature mean and unbiased std (float64), plus the count of non-finite values."""
+def moments_in_memory(X: np.ndarray | torch.Tensor, device: torch.device,
+                      comm: Communicator | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-feature mean and unbiased std (float64), plus the count of non-finite values
+    (over every rank's rows under a process group)."""
     n, d = X.shape
     step = block_rows_for(d)
     acc = _Moments(d, device)
     for s in range(0, n, step):
         blk = torch.as_tensor(np.ascontiguousarray(X[s : s + step]) if isinstance(X, np.ndarray) else X[s : s + step])
         acc.update(blk.to(device), row0=s)
+    if comm is not None:
+        acc.reduce(comm)
     return acc.result()
 
 
@@ -386,6 +473,28 @@ class _Moments:
         self.mean = self.mean + delta * (nb / tot)
         self.m2 = self.m2 + m2b + delta * delta * (self.n * nb / tot)
         self.n = tot
+
+    def reduce(self, comm: Communicator) -> None:
+        """Merge the moments of every rank's rows (all-reduced, so every rank gets the same).
+
+        Two collectives: the pooled mean from the ranks' sums, then the pooled sum of
+        squares ``sum_r m2_r + n_r (mean_r - mean)^2`` (exact up to rounding). The first
+        non-finite value is reported at its row among the ranks' rows in rank order."""
+        if not comm.active:
+            return
+        counts = comm.gather_ints(self.n, "merging the feature moments")
+        offset = sum(counts[: comm.rank])
+        tot = sum(counts)
+        sums = comm.sum_(self.mean * self.n, "merging the feature moments")
+        mean = sums / max(tot, 1)
+        m2 = comm.sum_(self.m2 + (self.mean - mean) ** 2 * self.n, "merging the feature moments")
+        self.nonfinite = comm.sum_int(self.nonfinite, "counting non-finite values")
+        if self.nonfinite:
+            big = 1 << 62
+            mine = big if self.first_bad is None else (offset + self.first_bad[0]) * (1 << 24) + self.first_bad[1]
+            first = comm.min_int(mine, "locating a non-finite value")
+            self.first_bad = (first >> 24, first & ((1 << 24) - 1)) if first < big else None
+        self.mean, self.m2, self.n = mean, m2, tot
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor, int]:
         var = self.m2 / max(1, self.n - 1)

@@ -23,6 +23,12 @@ a ``K x K`` curvature summary ``B`` (the weighted mean of the
 per-sample Hessians; the solvers model the Hessian by ``Gram (x) B``), the exact
 curvature along a direction, the Fenchel conjugate used by the duality gap and the
 intercept of the all-zero model (used for ``lambda_max``).
+
+Under a process group a datafit holds this rank's rows (``n_rows`` of them, the
+targets and weights of the design's local rows); ``n`` is the number of rows of all
+ranks, and every sum over rows (losses, ``B``, conjugates, class counts, accuracy) is
+all-reduced through ``comm`` (:mod:`debuggable.glm.distributed`), so every rank sees
+the full-data value.
 """
 
 from __future__ import annotations
@@ -32,14 +38,19 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from debuggable.glm.distributed import Communicator
+
 _B_ROWS = 1 << 17  # rows used to estimate the curvature summary B on very large problems
 
 
-def _subsample(n: int, device: torch.device) -> torch.Tensor | None:
-    if n <= _B_ROWS:
+def _subsample(n: int, device: torch.device, n_total: int | None = None) -> torch.Tensor | None:
+    """Rows for ``B``: all of them up to ``_B_ROWS`` in all, else a seeded sample of
+    this rank's ``n`` rows in proportion to its share of the ``n_total``."""
+    take = _B_ROWS if n_total is None else -(-_B_ROWS * n // max(n_total, 1))
+    if n <= take:
         return None
     g = torch.Generator(device="cpu").manual_seed(0)
-    return torch.randperm(n, generator=g)[:_B_ROWS].to(device)
+    return torch.randperm(n, generator=g)[:take].to(device)
 
 
 class Datafit(ABC):
@@ -52,20 +63,33 @@ class Datafit(ABC):
     # remove the flat direction this leaves (see ElasticNet.row_shift).
     shift_invariant: bool = False
 
-    def __init__(self, targets: torch.Tensor, n_outputs: int, sample_weight: torch.Tensor | None = None):
+    def __init__(self, targets: torch.Tensor, n_outputs: int, sample_weight: torch.Tensor | None = None,
+                 comm: Communicator | None = None):
         self.t = targets
         self.K = int(n_outputs)
-        self.w = sample_weight  # float64 (n,) or None
-        self.n = int(targets.shape[0])
-        self.wsum = float(self.n if sample_weight is None else sample_weight.sum())
+        self.w = sample_weight  # float64 (n_rows,) or None
+        self.comm = comm or Communicator()
+        self.n_rows = int(targets.shape[0])  # this rank's rows
+        self.n = self.comm.sum_int(self.n_rows, "counting the rows")  # all ranks' rows: the loss divides by it
+        self.wsum = self.comm.sum_float(float(self.n_rows if sample_weight is None else sample_weight.sum()),
+                                        "summing the sample weights")
 
     # -- helpers -------------------------------------------------------------------
     def _wmean(self, v: torch.Tensor) -> torch.Tensor:
-        """(1/n) sum_i w_i v_i in float64."""
+        """(1/n) sum_i w_i v_i in float64, over all ranks' rows."""
         v = v.to(torch.float64)
-        if self.w is not None:
-            return (v * self.w).sum() / self.n
-        return v.sum() / self.n
+        tot = (v * self.w).sum() if self.w is not None else v.sum()
+        if self.comm.active:
+            tot = self.comm.sum_(tot.reshape(1), "the loss")[0]
+        return tot / self.n
+
+    def _reduced_mean(self, v: torch.Tensor) -> float:
+        """The unweighted mean of ``v`` over all ranks' entries (validation, accuracy)."""
+        if not self.comm.active:
+            return float(v.to(torch.float64).mean())
+        both = torch.stack([v.to(torch.float64).sum(), torch.tensor(float(v.numel()), dtype=torch.float64, device=v.device)])
+        self.comm.sum_(both, "a mean over the rows")
+        return float(both[0] / both[1])
 
     # -- contract --------------------------------------------------------------------
     @abstractmethod
@@ -91,7 +115,7 @@ class Datafit(ABC):
     def residual(self, M: torch.Tensor) -> torch.Tensor:
         """``R = (M - T) * w`` (``(n, K)``, ``M``'s dtype; ``M`` is not modified), so
         that ``dF/dZ = R / n``."""
-        return (self.weighted(M) - self.target_rows(0, self.n).to(M.dtype))
+        return (self.weighted(M) - self.target_rows(0, self.n_rows).to(M.dtype))
 
     def loss_and_residual(self, Z: torch.Tensor) -> tuple[float, torch.Tensor]:
         """``(loss, dF/dZ)`` in float64."""
@@ -154,8 +178,9 @@ class Multinomial(Datafit):
 
     def null_intercept(self) -> torch.Tensor:
         counts = torch.zeros(self.K, dtype=torch.float64, device=self.t.device)
-        w = torch.ones(self.n, dtype=torch.float64, device=self.t.device) if self.w is None else self.w
+        w = torch.ones(self.n_rows, dtype=torch.float64, device=self.t.device) if self.w is None else self.w
         counts.index_add_(0, self.t, w)
+        self.comm.sum_(counts, "the class counts")
         logp = torch.log(counts / counts.sum())
         return logp - logp.mean()
 
@@ -191,7 +216,7 @@ class Multinomial(Datafit):
     def residual(self, M: torch.Tensor) -> torch.Tensor:
         R = self.weighted(M)
         R = R.clone() if R is M else R
-        w = -torch.ones(self.n, 1, dtype=R.dtype, device=R.device) if self.w is None else -self.w.to(R.dtype).unsqueeze(1)
+        w = -torch.ones(self.n_rows, 1, dtype=R.dtype, device=R.device) if self.w is None else -self.w.to(R.dtype).unsqueeze(1)
         return R.scatter_add_(1, self.t.unsqueeze(1), w)
 
     def _probs(self, Z: torch.Tensor) -> torch.Tensor:
@@ -203,7 +228,8 @@ class Multinomial(Datafit):
 
     def curvature(self, Z: torch.Tensor) -> torch.Tensor:
         """``B``, the weighted mean softmax Hessian ``diag(p) - p p^T`` at ``Z``: ``(K, K)``,
-        or with ``K >= DIAGONAL_MIN_CLASSES`` its diagonal ``mean p (1 - p)``, ``(K,)``.
+        or with ``K >= DIAGONAL_MIN_CLASSES`` its diagonal ``mean p (1 - p)``, ``(K,)``
+        (over all ranks' rows under a process group).
 
         With many classes the full ``B`` costs ``n K^2`` to form, its largest eigenvalue
         ``K^3`` and every model iteration ``m K^2``, which at K = 1,000 dominated the
@@ -213,9 +239,9 @@ class Multinomial(Datafit):
         if self.K >= self.DIAGONAL_MIN_CLASSES:
             q = self._probs(Z)
             v = self.weighted(q * (1 - q)).sum(0, dtype=torch.float64)
-            tot = float(self.n if self.w is None else self.w.sum())
-            return v / max(tot, 1e-300)
-        idx = _subsample(self.n, Z.device)
+            self.comm.sum_(v, "the curvature diagonal")
+            return v / max(self.wsum, 1e-300)  # wsum: all ranks' weights (n without weights)
+        idx = _subsample(self.n_rows, Z.device, self.n if self.comm.active else None)
         P = self._probs(Z)
         P = (P if idx is None else P.index_select(0, idx)).to(torch.float64)
         if self.w is not None:
@@ -226,6 +252,10 @@ class Multinomial(Datafit):
             Pw = P
             tot = float(P.shape[0])
         B = torch.diag(Pw.sum(0)) - Pw.T @ P
+        if self.comm.active:
+            tot_t = torch.tensor([tot], dtype=torch.float64, device=B.device)
+            self.comm.sum_all_([B, tot_t], "the curvature mean B")
+            tot = float(tot_t[0])
         return B / max(tot, 1e-300)
 
     def dir_curvature(self, Z: torch.Tensor, Zd: torch.Tensor) -> float:
@@ -246,7 +276,7 @@ class Multinomial(Datafit):
     def conjugate(self, Z: torch.Tensor, s: float) -> float:
         # l*(theta) = sum_k q_k log q_k with q = theta + e_y; theta_i = s (p_i - e_y)
         Q = self._probs(Z).to(torch.float64) * s
-        Q.scatter_add_(1, self.t.unsqueeze(1), torch.full((self.n, 1), 1.0 - s, dtype=Q.dtype, device=Q.device))
+        Q.scatter_add_(1, self.t.unsqueeze(1), torch.full((self.n_rows, 1), 1.0 - s, dtype=Q.dtype, device=Q.device))
         ent = torch.where(Q > 0, Q * torch.log(Q.clamp_min(1e-300)), torch.zeros_like(Q)).sum(1)
         return float(self._wmean(ent))
 
@@ -254,10 +284,10 @@ class Multinomial(Datafit):
         return Z.argmax(1)
 
     def accuracy(self, Z: torch.Tensor, targets: torch.Tensor) -> float:
-        return float((Z.argmax(1) == targets).to(torch.float64).mean())
+        return self._reduced_mean(Z.argmax(1) == targets)
 
     def mean_loss(self, Z: torch.Tensor, targets: torch.Tensor) -> float:
-        return float(self._nll(Z.to(torch.float64), targets).mean())
+        return self._reduced_mean(self._nll(Z.to(torch.float64), targets))
 
 
 class Binomial(Datafit):
@@ -266,8 +296,9 @@ class Binomial(Datafit):
     name = "binomial"
 
     def null_intercept(self) -> torch.Tensor:
-        w = torch.ones(self.n, dtype=torch.float64, device=self.t.device) if self.w is None else self.w
-        p = float((w * self.t).sum() / w.sum())
+        w = torch.ones(self.n_rows, dtype=torch.float64, device=self.t.device) if self.w is None else self.w
+        both = self.comm.sum_(torch.stack([(w * self.t).sum(), w.sum()]), "the class counts")
+        p = float(both[0] / both[1])
         return torch.tensor([math.log(p / (1 - p))], dtype=torch.float64, device=self.t.device)
 
     @staticmethod
@@ -288,6 +319,9 @@ class Binomial(Datafit):
     def curvature(self, Z: torch.Tensor) -> torch.Tensor:
         p = torch.sigmoid(Z[:, 0].to(torch.float64))
         v = p * (1 - p)
+        if self.comm.active:
+            tot = (v * self.w).sum() if self.w is not None else v.sum()
+            return (self.comm.sum_(tot.reshape(1), "the curvature mean B") / self.wsum).reshape(1, 1)
         if self.w is not None:
             return ((v * self.w).sum() / self.wsum).reshape(1, 1)
         return v.mean().reshape(1, 1)
@@ -314,10 +348,10 @@ class Binomial(Datafit):
         return (Z[:, 0] > 0).to(torch.int64)
 
     def accuracy(self, Z: torch.Tensor, targets: torch.Tensor) -> float:
-        return float(((Z[:, 0] > 0).to(torch.int64) == targets.to(torch.int64)).to(torch.float64).mean())
+        return self._reduced_mean((Z[:, 0] > 0).to(torch.int64) == targets.to(torch.int64))
 
     def mean_loss(self, Z: torch.Tensor, targets: torch.Tensor) -> float:
-        return float(self._nll(Z.to(torch.float64), targets.to(torch.float64)).mean())
+        return self._reduced_mean(self._nll(Z.to(torch.float64), targets.to(torch.float64)))
 
 
 class Gaussian(Datafit):
@@ -327,6 +361,9 @@ class Gaussian(Datafit):
     exact_curvature = True
 
     def null_intercept(self) -> torch.Tensor:
+        if self.comm.active:
+            tot = self.t.sum(0) if self.w is None else (self.t * self.w.unsqueeze(1)).sum(0)
+            return self.comm.sum_(tot.contiguous(), "the target means") / self.wsum
         if self.w is None:
             return self.t.mean(0)
         return (self.t * self.w.unsqueeze(1)).sum(0) / self.w.sum()
@@ -351,7 +388,7 @@ class Gaussian(Datafit):
         return self.weighted(Zd)  # 0.5 ||z - t||^2 per sample: S_i = I
 
     def diagonal_curvature(self, Z: torch.Tensor) -> torch.Tensor:
-        return self.weighted(torch.ones(self.n, self.K, dtype=torch.float64, device=Z.device))
+        return self.weighted(torch.ones(self.n_rows, self.K, dtype=torch.float64, device=Z.device))
 
     def conjugate(self, Z: torch.Tensor, s: float) -> float:
         # l*(theta) = 0.5 ||theta||^2 + theta . y with theta = s (z - y)
@@ -365,22 +402,26 @@ class Gaussian(Datafit):
         return float("nan")
 
     def mean_loss(self, Z: torch.Tensor, targets: torch.Tensor) -> float:
-        return float((0.5 * ((Z.to(torch.float64) - targets) ** 2).sum(1)).mean())
+        return self._reduced_mean(0.5 * ((Z.to(torch.float64) - targets) ** 2).sum(1))
 
 
 DATAFITS = {"multinomial": Multinomial, "binomial": Binomial, "gaussian": Gaussian}
 
 
-def make_datafit(family: str, y, sample_weight, device: torch.device) -> Datafit:
-    """Build the datafit for validated targets ``y`` (NumPy) on ``device``."""
+def make_datafit(family: str, y, sample_weight, device: torch.device, comm: Communicator | None = None,
+                 n_outputs: int | None = None) -> Datafit:
+    """Build the datafit for validated targets ``y`` (NumPy) on ``device``.
+
+    Under a process group ``y`` and ``sample_weight`` are this rank's rows and
+    ``n_outputs`` the number of classes over all ranks (a rank's rows may miss some)."""
     import numpy as np
 
     w = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float64, device=device)
     if family == "multinomial":
         t = torch.as_tensor(np.asarray(y), dtype=torch.int64, device=device)
-        return Multinomial(t, int(t.max()) + 1, w)
+        return Multinomial(t, int(t.max()) + 1 if n_outputs is None else int(n_outputs), w, comm)
     if family == "binomial":
         t = torch.as_tensor(np.asarray(y), dtype=torch.float64, device=device)
-        return Binomial(t, 1, w)
+        return Binomial(t, 1, w, comm)
     t = torch.as_tensor(np.asarray(y), dtype=torch.float64, device=device).reshape(len(y), -1)
-    return Gaussian(t, t.shape[1], w)
+    return Gaussian(t, t.shape[1], w, comm)

@@ -32,12 +32,15 @@ from debuggable.glm._design import (
     StreamingDesign,
     _Moments,
     block_rows_for,
+    fix_malloc_threshold,
     moments_in_memory,
     standardize_in_memory,
 )
 from debuggable.glm.columns import constant_features as find_constant_features
 from debuggable.glm.columns import expand_columns, take_columns
 from debuggable.glm.datafits import Datafit, make_datafit
+from debuggable.glm.checkpoint import PathCheckpoint, problem_fingerprint
+from debuggable.glm.distributed import Communicator
 from debuggable.glm.penalties import make_penalty
 from debuggable.glm.result import GLMPath
 from debuggable.glm.solvers.prox_newton import ProxNewtonSolver, gradient
@@ -93,7 +96,8 @@ class ArrayReader:
             yield s, blk
 
 
-def _stream_moments(reader: Any, device: torch.device, block_rows: int) -> tuple[torch.Tensor, torch.Tensor, int, tuple | None]:
+def _stream_moments(reader: Any, device: torch.device, block_rows: int,
+                    comm: Communicator | None = None) -> tuple[torch.Tensor, torch.Tensor, int, tuple | None]:
     n, d = (int(s) for s in reader.shape)
     acc = _Moments(d, device)
     expect = 0
@@ -107,6 +111,8 @@ def _stream_moments(reader: Any, device: torch.device, block_rows: int) -> tuple
         expect += blk.shape[0]
     if expect != n:
         raise DebuggableError(f"X: the reader yielded {expect} rows; expected {n} as its shape says.")
+    if comm is not None:
+        acc.reduce(comm)
     mean, std, bad = acc.result()
     return mean, std, bad, acc.first_bad
 
@@ -154,76 +160,231 @@ def _usable_as_is(X: Any, standardize: bool, dtype: torch.dtype, device: torch.d
             and X.is_contiguous())
 
 
+def _check_classes_global(comm: Communicator, family: str, yv: np.ndarray, k: int) -> int:
+    """The number of outputs over all ranks, with every class present somewhere
+    (``check_labels``'s ``require_all`` over the union of the ranks' labels)."""
+    if family == "gaussian":
+        lo, hi = comm.min_int(k, "comparing the targets"), -comm.min_int(-k, "comparing the targets")
+        if lo != hi:
+            raise DebuggableError(f"y: expected the same number of target columns on every rank, got {lo} to {hi}.")
+        return k
+    k = 2 if family == "binomial" else -comm.min_int(-k, "counting the classes")
+    counts = torch.as_tensor(np.bincount(yv, minlength=k).astype(np.int64))
+    counts = comm.sum_(counts, "counting the classes").numpy()
+    present = int((counts > 0).sum())
+    if present < 2:
+        raise DebuggableError(f"y: expected at least two classes over all ranks, got only class {int(np.argmax(counts))}.")
+    if family == "multinomial" and present < k:
+        missing = np.nonzero(counts == 0)[0]
+        raise DebuggableError(f"y: expected every class 0..{k - 1} to occur on some rank, got no example of class "
+                              f"{int(missing[0])} (relabel the classes to 0..{present - 1}).")
+    return k if family == "multinomial" else 1
+
+
+#: ``(n, K)`` work arrays the streaming solver holds at once: predictions, the step's
+#: predictions, the line search's trial, residual, probabilities, the certificate's
+#: predictions, the previous lambda's for the warm start, and in a Newton-CG step the
+#: direction's predictions, the Hessian product's and two temporaries.
+_STREAM_WORK_ARRAYS = 12
+
+
+def streaming_memory(n: int, d: int, k: int, itemsize: int, work_itemsize: int, block_rows: int,
+                     source_itemsize: int = 4, device: torch.device | None = None, n_val: int = 0,
+                     n_lambdas: int = 100, chunk_bytes: int = 0) -> dict[str, int]:
+    """Bytes of the streaming solver's own working memory (not the Python and torch runtime).
+
+    Args:
+        n, d, k: this rank's rows, the features and the outputs.
+        itemsize, work_itemsize: bytes per number of the compute and the work dtype.
+        block_rows: rows per streamed block.
+        source_itemsize: bytes per stored feature value.
+        device: the compute device (a CUDA block also has a pinned staging copy).
+        n_val: validation rows.
+        n_lambdas: the path's length (its coefficients are kept).
+        chunk_bytes: a feature-store chunk, read once whole to check its checksum.
+
+    Returns:
+        ``{"work", "gram", "coef", "blocks", "val", "per_row", "total"}``:
+
+        * ``work``: ``_STREAM_WORK_ARRAYS`` ``(n, K)`` arrays of the work dtype;
+        * ``gram``: the ``(D+1)^2`` float64 Gram matrix, the working set's copies and
+          its eigendecomposition (four such matrices);
+        * ``coef``: the path's ``(D, K)`` float64 coefficients, one per lambda, and six
+          working copies (gradients, the certificate's, the warm start's);
+        * ``blocks``: per row of a block (``per_row`` bytes), with two blocks in flight
+          (the one in use and the one the background thread reads and standardises):
+          the raw block in its dtype twice (three times on CUDA, with the pinned
+          staging copy), the float64 standardisation's two temporaries, three blocks
+          in the compute dtype (the two standardised blocks and the working-set
+          columns of the current one) and the float64 promotion for certificate
+          products; plus one stored chunk (read whole once to check its checksum);
+        * ``val``: the standardised validation rows and their predictions.
+    """
+    copies = 3 if (device is not None and device.type == "cuda") else 2
+    per_row = d * (copies * source_itemsize + 2 * 8 + 3 * itemsize + 8)
+    parts = {
+        "work": _STREAM_WORK_ARRAYS * n * k * work_itemsize,
+        "gram": 4 * (d + 1) ** 2 * 8,
+        "coef": (n_lambdas + 6) * d * k * 8,
+        "blocks": block_rows * per_row + int(chunk_bytes),
+        "val": n_val * (d * itemsize + 2 * k * 8),
+    }
+    parts["total"] = sum(parts.values())
+    parts["per_row"] = per_row
+    parts["block_rows"] = int(block_rows)
+    return parts
+
+
+def _block_rows_for_limit(memory_limit: int, n: int, d: int, k: int, itemsize: int, work_itemsize: int,
+                          device: torch.device, n_val: int, cap: int, source_itemsize: int, n_lambdas: int,
+                          chunk_bytes: int) -> int:
+    """The largest row block (at most ``cap``) whose streaming solve stays within ``memory_limit``."""
+    fixed = streaming_memory(n, d, k, itemsize, work_itemsize, 0, source_itemsize, device, n_val, n_lambdas,
+                             chunk_bytes)
+    rows = (memory_limit - fixed["total"]) // fixed["per_row"]
+    if rows < _MIN_BLOCK_ROWS:
+        need = fixed["total"] + _MIN_BLOCK_ROWS * fixed["per_row"]
+        raise DebuggableError(
+            f"memory_limit: expected at least {need} bytes ({need / 2**20:.1f} MiB) for a streaming solve of {n} rows x "
+            f"{d} features x {k} outputs (the (n, K) work arrays, Gram matrices and coefficients alone take "
+            f"{fixed['total'] / 2**20:.1f} MiB), got {memory_limit}."
+        )
+    return int(min(rows, cap))
+
+
+#: The smallest row block a memory limit may leave (fewer rows make every pass slow).
+_MIN_BLOCK_ROWS = 64
+
+
 def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, standardize, group, sample_weight,
            X_val, y_val, device, max_time, verbose, kkt_tol, dtype, solver, max_iter, block_rows,
-           constant_features="drop") -> SimpleNamespace:
-    """Validate everything, build the design and the null model; compute lambda_max."""
-    # ---- scalar arguments --------------------------------------------------------------
-    family = V.check_choice("family", family, V.FAMILIES)
-    alpha = V.check_alpha(alpha)
-    n_lambdas = V.check_positive_int("n_lambdas", n_lambdas)
-    lambda_min_ratio = V.check_positive_float("lambda_min_ratio", lambda_min_ratio, upper=1.0)
-    grid = None if lambdas is None else V.check_lambdas(lambdas)
-    tol = V.check_positive_float("tol", tol)
-    kkt_tol = V.check_positive_float("kkt_tol", kkt_tol)
-    max_time = V.check_positive_float("max_time", max_time, allow_none=True)
-    max_iter = V.check_positive_int("max_iter", max_iter)
-    solver = V.check_choice("solver", solver, SOLVERS)
-    constant_features = V.check_choice("constant_features", constant_features, CONSTANT_FEATURES)
-    cdtype = V.check_dtype(dtype)
-    for name, val in (("standardize", standardize), ("group", group)):
-        if not isinstance(val, (bool, np.bool_)):
-            raise DebuggableError(f"{name}: expected True or False, got {val!r}.")
-    if not (isinstance(verbose, (bool, np.bool_)) or (isinstance(verbose, int) and verbose in (0, 1, 2))):
-        raise DebuggableError(f"verbose: expected True, False, 0, 1 or 2, got {verbose!r}.")
-    if block_rows is not None:
-        block_rows = V.check_positive_int("block_rows", block_rows)
+           constant_features="drop", process_group=None, memory_limit=None) -> SimpleNamespace:
+    """Validate everything, build the design and the null model; compute lambda_max.
 
-    # ---- data ----------------------------------------------------------------------------
-    reader = X if V.is_reader(X) else None
+    Under a process group ``X``, ``y``, ``sample_weight`` and the validation set are
+    this rank's rows; the checks that depend on one rank's data are agreed on (every
+    rank fails when one does), the rest uses all-reduced values."""
+    comm = Communicator(process_group)
+    err: DebuggableError | None = None
+    try:
+        # ---- scalar arguments --------------------------------------------------------------
+        family = V.check_choice("family", family, V.FAMILIES)
+        alpha = V.check_alpha(alpha)
+        n_lambdas = V.check_positive_int("n_lambdas", n_lambdas)
+        lambda_min_ratio = V.check_positive_float("lambda_min_ratio", lambda_min_ratio, upper=1.0)
+        grid = None if lambdas is None else V.check_lambdas(lambdas)
+        tol = V.check_positive_float("tol", tol)
+        kkt_tol = V.check_positive_float("kkt_tol", kkt_tol)
+        max_time = V.check_positive_float("max_time", max_time, allow_none=True)
+        max_iter = V.check_positive_int("max_iter", max_iter)
+        solver = V.check_choice("solver", solver, SOLVERS)
+        constant_features = V.check_choice("constant_features", constant_features, CONSTANT_FEATURES)
+        cdtype = V.check_dtype(dtype)
+        for name, val in (("standardize", standardize), ("group", group)):
+            if not isinstance(val, (bool, np.bool_)):
+                raise DebuggableError(f"{name}: expected True or False, got {val!r}.")
+        if not (isinstance(verbose, (bool, np.bool_)) or (isinstance(verbose, int) and verbose in (0, 1, 2))):
+            raise DebuggableError(f"verbose: expected True, False, 0, 1 or 2, got {verbose!r}.")
+        if block_rows is not None:
+            block_rows = V.check_positive_int("block_rows", block_rows)
+        if memory_limit is not None:
+            memory_limit = V.check_positive_int("memory_limit", memory_limit)
+
+        # ---- data (this rank's rows) -----------------------------------------------------------
+        reader = X if V.is_reader(X) else None
+        if reader is not None:
+            try:
+                n, d = (int(s) for s in reader.shape)
+            except (TypeError, ValueError):
+                raise DebuggableError(f"X: expected a reader whose shape is (n_rows, n_features), got {reader.shape!r}.") from None
+        else:
+            X = V.as_matrix("X", X)
+            n, d = X.shape
+        if comm.active:
+            if n < 1 or d < 1:
+                raise DebuggableError(f"X: expected at least 1 row and 1 feature on rank {comm.rank}, got shape ({n}, {d}).")
+        elif n < 2 or d < 1:
+            raise DebuggableError(f"X: expected at least 2 rows and 1 feature, got shape ({n}, {d}).")
+        dev = V.resolve_device(device, X)
+        # one rank may miss a class: the union over the ranks is checked below
+        yv = V.check_labels("y", y, n, family, require_all=not comm.active)
+        k = yv.shape[1] if family == "gaussian" else (1 if family == "binomial" else int(yv.max()) + 1)
+        sw = V.check_sample_weight(sample_weight, n) if not comm.active else _local_weights(sample_weight, n)
+        if (X_val is None) != (y_val is None):
+            raise DebuggableError("X_val, y_val: expected both or neither, got only " + ("X_val." if y_val is None else "y_val."))
+        if X_val is not None:
+            if not V.is_reader(X_val):
+                X_val = V.as_matrix("X_val", X_val)
+            if len(X_val.shape) != 2 or int(X_val.shape[1]) != d:
+                raise DebuggableError(f"X_val: expected {d} features like X, got shape {tuple(int(v) for v in X_val.shape)}.")
+            n_val = int(X_val.shape[0])
+        else:
+            n_val = 0
+    except DebuggableError as exc:
+        err = exc
+    comm.raise_if_any(err)
+
+    # ---- what every rank must agree on --------------------------------------------------------
+    n_total = n
+    if comm.active:
+        lo, hi = comm.min_int(d, "comparing the feature counts"), -comm.min_int(-d, "comparing the feature counts")
+        if lo != hi:
+            raise DebuggableError(f"X: expected the same number of features on every rank, got {lo} to {hi}.")
+        if _mixed(comm, X_val is None, "comparing the validation sets"):
+            raise DebuggableError("X_val, y_val: expected a validation set on every rank or on none.")
+        n_total = comm.sum_int(n, "counting the rows")
+        k = _check_classes_global(comm, family, yv, k)
+        if _mixed(comm, sw is None, "comparing the sample weights"):
+            raise DebuggableError("sample_weight: expected sample weights on every rank or on none.")
+        if sw is not None and not comm.sum_float(float(sw.sum()), "summing the sample weights") > 0:
+            raise DebuggableError("sample_weight: expected at least one positive weight over all ranks, got all zeros.")
+    err = None
+    try:
+        if X_val is not None:
+            yv_val = V.check_labels("y_val", y_val, n_val, family, n_outputs=k if family != "binomial" else None,
+                                    require_all=False)
+        itemsize = 8 if cdtype == torch.float64 else 4
+        work_itemsize = 8 if comm.all_true(_work_dtype(n, k, dev) == torch.float64, "choosing the work dtype") else 4
+        work_dtype = torch.float64 if work_itemsize == 8 else torch.float32
+        copy_x = not _usable_as_is(X, bool(standardize), cdtype, dev)
+        need = V.in_memory_bytes(n, d, k, itemsize, work_itemsize, copy_x)
+        room = V.available_memory(dev) if memory_limit is None else min(memory_limit, V.available_memory(dev))
+        if solver == "auto":
+            fits = comm.all_true(need <= room, "choosing the solver")
+            solver_used = "in_memory" if (reader is None or fits) else "streaming"
+            if memory_limit is not None and not fits:
+                solver_used = "streaming"
+        else:
+            solver_used = solver
+        if solver_used == "in_memory":
+            if memory_limit is not None and need > memory_limit:
+                raise DebuggableError(
+                    f"memory_limit: the in-memory solver needs about {need} bytes for this problem, more than the "
+                    f"{memory_limit} allowed; expected solver='streaming' or 'auto' (which streams it).")
+            V.check_fits_in_memory(n, d, k, itemsize, dev, work_itemsize, copy_x)
+        brows = block_rows or block_rows_for(d, dev)
+        if memory_limit is not None and solver_used == "streaming":
+            src_item = _source_itemsize(reader if reader is not None else X)
+            n_lam = n_lambdas if grid is None else grid.shape[0]
+            chunk = min(_chunk_bytes(reader, d, src_item), n * d * src_item)
+            brows = _block_rows_for_limit(memory_limit, n, d, k, itemsize, work_itemsize, dev, n_val, brows, src_item,
+                                          n_lam, chunk)
+            stream_mem = streaming_memory(n, d, k, itemsize, work_itemsize, brows, src_item, dev, n_val, n_lam, chunk)
+            if dev.type == "cpu":
+                fix_malloc_threshold()  # freed blocks go back to the system, so the limit holds
+        else:
+            stream_mem = None
+    except DebuggableError as exc:
+        err = exc
+    comm.raise_if_any(err)
+
+    # ---- moments, finiteness, constant features (over every rank's rows) -----------------------
     if reader is not None:
-        try:
-            n, d = (int(s) for s in reader.shape)
-        except (TypeError, ValueError):
-            raise DebuggableError(f"X: expected a reader whose shape is (n_rows, n_features), got {reader.shape!r}.") from None
-    else:
-        X = V.as_matrix("X", X)
-        n, d = X.shape
-    if n < 2 or d < 1:
-        raise DebuggableError(f"X: expected at least 2 rows and 1 feature, got shape ({n}, {d}).")
-    dev = V.resolve_device(device, X)
-    yv = V.check_labels("y", y, n, family)
-    k = yv.shape[1] if family == "gaussian" else (1 if family == "binomial" else int(yv.max()) + 1)
-    sw = V.check_sample_weight(sample_weight, n)
-    if (X_val is None) != (y_val is None):
-        raise DebuggableError("X_val, y_val: expected both or neither, got only " + ("X_val." if y_val is None else "y_val."))
-    if X_val is not None:
-        if not V.is_reader(X_val):
-            X_val = V.as_matrix("X_val", X_val)
-        if len(X_val.shape) != 2 or int(X_val.shape[1]) != d:
-            raise DebuggableError(f"X_val: expected {d} features like X, got shape {tuple(int(v) for v in X_val.shape)}.")
-        n_val = int(X_val.shape[0])
-        yv_val = V.check_labels("y_val", y_val, n_val, family, n_outputs=k if family != "binomial" else None, require_all=False)
-    itemsize = 8 if cdtype == torch.float64 else 4
-
-    work_itemsize = 8 if _work_dtype(n, k, dev) == torch.float64 else 4
-    copy_x = not _usable_as_is(X, bool(standardize), cdtype, dev)
-    if solver == "auto":
-        fits = V.in_memory_bytes(n, d, k, itemsize, work_itemsize, copy_x) <= V.available_memory(dev)
-        solver_used = "in_memory" if (reader is None or fits) else "streaming"
-    else:
-        solver_used = solver
-    if solver_used == "in_memory":
-        V.check_fits_in_memory(n, d, k, itemsize, dev, work_itemsize, copy_x)
-
-    # ---- moments, finiteness, constant features ---------------------------------------------
-    brows = block_rows or block_rows_for(d, dev)
-    if reader is not None:
-        mean, std, bad, first = _stream_moments(reader, dev, brows)
+        mean, std, bad, first = _stream_moments(reader, dev, brows, comm)
     else:
         if isinstance(X, torch.Tensor) and not X.is_floating_point():
             X = X.to(torch.float64)
-        mean, std, bad = moments_in_memory(X, dev)
+        mean, std, bad = moments_in_memory(X, dev, comm)
         first = None
     if bad:
         if reader is None:
@@ -257,23 +418,31 @@ def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, st
     w_t = None if sw is None else torch.as_tensor(sw, dtype=torch.float64, device=dev)
     if solver_used == "in_memory":
         if reader is None and _usable_as_is(X, bool(standardize), cdtype, dev):
-            design = InMemoryDesign(X, w_t)  # read-only use; never modified
+            design = InMemoryDesign(X, w_t, comm)  # read-only use; never modified
         else:
             Xsrc = _read_all(reader, dev) if reader is not None else X
-            design = InMemoryDesign(standardize_in_memory(Xsrc, mean, std, cdtype, dev), w_t)
+            design = InMemoryDesign(standardize_in_memory(Xsrc, mean, std, cdtype, dev), w_t, comm)
             del Xsrc
     else:
         src = reader if reader is not None else ArrayReader(X, brows)
-        design = StreamingDesign(src, mean, std, w_t, cdtype, dev, brows)
+        design = StreamingDesign(src, mean, std, w_t, cdtype, dev, brows, comm)
+        if stream_mem is not None:
+            # what the Newton-CG blocks may take (prox_newton): the limit less the rest
+            design.spare_bytes = max(0, memory_limit - stream_mem["total"])
+    design.memory = stream_mem
     Xv_t = None
     if X_val is not None:
-        Xv_t = _val_matrix(X_val, d, mean, std, cdtype, dev)
+        err = None
+        try:
+            Xv_t = _val_matrix(X_val, d, mean, std, cdtype, dev)
+        except DebuggableError as exc:
+            err = exc
+        comm.raise_if_any(err)
         tv = torch.as_tensor(yv_val, device=dev)
         if family == "gaussian":
             tv = tv.to(torch.float64)
-    datafit: Datafit = make_datafit(family, yv, sw, dev)
+    datafit: Datafit = make_datafit(family, yv, sw, dev, comm, n_outputs=k if family == "multinomial" else None)
     penalty = make_penalty(alpha, bool(group))
-    work_dtype = _work_dtype(n, k, dev)
 
     # ---- lambda_max and the grid -------------------------------------------------------------
     b = datafit.null_intercept().to(torch.float64)
@@ -283,6 +452,49 @@ def _setup(X, y, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, st
     lam_max = penalty.lambda_max(G0)
     env = dict(locals())
     return SimpleNamespace(**{name: val for name, val in env.items() if not name.startswith("_")})
+
+
+def _mixed(comm: Communicator, flag: bool, what: str) -> bool:
+    """Whether ``flag`` holds on some ranks but not on all (the same answer on every rank)."""
+    return comm.any_true(flag, what) and not comm.all_true(flag, what)
+
+
+def _local_weights(sample_weight: Any, n: int) -> np.ndarray | None:
+    """This rank's sample weights: as :func:`check_sample_weight`, except that a rank's
+    weights may all be zero (the sum over the ranks is checked)."""
+    if sample_weight is None:
+        return None
+    try:
+        return V.check_sample_weight(sample_weight, n)
+    except DebuggableError as exc:
+        if "all zeros" not in str(exc):
+            raise
+        return np.zeros(n)
+
+
+def _chunk_bytes(reader: Any, d: int, itemsize: int) -> int:
+    """Bytes of one stored chunk of a feature-store reader (0 for other sources)."""
+    base = reader
+    while base is not None and not hasattr(base, "chunk_rows"):
+        base = getattr(base, "reader", None)
+    rows = getattr(base, "chunk_rows", None) if base is not None else None
+    return int(rows) * d * itemsize if isinstance(rows, (int, np.integer)) else 0
+
+
+def _source_itemsize(X: Any) -> int:
+    """Bytes per stored number of the features a reader or array yields (8 if unknown: a
+    memory limit must hold for float64 blocks too)."""
+    try:
+        dt = getattr(X, "dtype", None)
+        if callable(dt):
+            dt = dt("features")
+        if isinstance(dt, torch.dtype):
+            return dt.itemsize
+        if dt is not None:
+            return int(np.dtype(dt).itemsize)
+    except Exception:  # noqa: BLE001 - a reader need not say
+        pass
+    return 8
 
 
 @torch.no_grad()
@@ -311,6 +523,9 @@ def elastic_net_path(
     block_rows: int | None = None,
     constant_features: str = "drop",
     threads: int | str = "auto",
+    process_group: Any = None,
+    memory_limit: int | None = None,
+    checkpoint: Any = None,
 ) -> GLMPath:
     """Fit an elastic-net GLM regularisation path.
 
@@ -348,10 +563,26 @@ def elastic_net_path(
             ``"raise"`` refuses them.
         threads: CPU threads for torch. ``"auto"`` (default) follows the cores other
             processes leave free, up to ``torch.get_num_threads()``, and looks again
-            every half second (problems under 2M feature entries keep the current count) (:class:`debuggable._threads.ThreadBudget`): on a busy
+            every half second (:class:`debuggable._threads.ThreadBudget`; problems under 2M
+            feature entries keep the current count): on a busy
             machine a thread that shares its core with another process makes the
             others spin at every barrier. A positive integer fixes the count. Ignored
             off the CPU; the thread count is restored on return.
+        process_group: a ``torch.distributed`` process group (gloo on CPU, NCCL on
+            GPU) to solve over: ``X``, ``y``, ``sample_weight`` and ``X_val``/``y_val``
+            are then *this rank's* rows, every sum over rows is all-reduced and every
+            rank returns the same path (see :mod:`debuggable.glm.distributed`); a
+            collective that fails (a dead rank, the group's timeout) raises
+            :class:`~debuggable.glm.distributed.DistributedError`.
+        memory_limit: bytes the streaming solver's own working memory may take (the
+            ``(n, K)`` work arrays, Gram matrices, row blocks and the background
+            reader's prefetched block, see :func:`streaming_memory`; not the Python
+            and torch runtime). ``solver="auto"`` streams when the in-memory solver
+            would need more; the row block is then the largest that fits. Per rank
+            under a process group.
+        checkpoint: a directory where each solved lambda is saved (rank 0); a rerun
+            with the same problem resumes after the last saved lambda
+            (:mod:`debuggable.glm.checkpoint`).
 
     Returns:
         a :class:`GLMPath` over all ``D`` features.
@@ -372,21 +603,23 @@ def elastic_net_path(
                                  lambda_min_ratio=lambda_min_ratio, lambdas=lambdas, tol=tol, standardize=standardize,
                                  group=group, sample_weight=sample_weight, X_val=X_val, y_val=y_val, device=device,
                                  max_time=max_time, verbose=verbose, kkt_tol=kkt_tol, dtype=dtype, solver=solver,
-                                 max_iter=max_iter, block_rows=block_rows, constant_features=constant_features)
+                                 max_iter=max_iter, block_rows=block_rows, constant_features=constant_features,
+                                 process_group=process_group, memory_limit=memory_limit, checkpoint=checkpoint)
 
 
 def _elastic_net_path(X, y, t_start, budget, *, family, alpha, n_lambdas, lambda_min_ratio, lambdas, tol, standardize,
                       group, sample_weight, X_val, y_val, device, max_time, verbose, kkt_tol, dtype, solver, max_iter,
-                      block_rows, constant_features) -> GLMPath:
+                      block_rows, constant_features, process_group, memory_limit, checkpoint) -> GLMPath:
     P = _setup(X, y, family=family, alpha=alpha, n_lambdas=n_lambdas, lambda_min_ratio=lambda_min_ratio, lambdas=lambdas,
                tol=tol, standardize=standardize, group=group, sample_weight=sample_weight, X_val=X_val, y_val=y_val,
                device=device, max_time=max_time, verbose=verbose, kkt_tol=kkt_tol, dtype=dtype, solver=solver,
-               max_iter=max_iter, block_rows=block_rows, constant_features=constant_features)
+               max_iter=max_iter, block_rows=block_rows, constant_features=constant_features,
+               process_group=process_group, memory_limit=memory_limit)
     (family, alpha, grid, tol, kkt_tol, max_time, max_iter, lambda_min_ratio, n_lambdas) = (
         P.family, P.alpha, P.grid, P.tol, P.kkt_tol, P.max_time, P.max_iter, P.lambda_min_ratio, P.n_lambdas)
     design, datafit, penalty, work_dtype, dev = P.design, P.datafit, P.penalty, P.work_dtype, P.dev
     b, W, G0, lam_max, Xv_t, n, d, k, sw, cdtype = P.b, P.W, P.G0, P.lam_max, P.Xv_t, P.n, P.d, P.k, P.sw, P.cdtype
-    mean, std, solver_used = P.mean, P.std, P.solver_used
+    mean, std, solver_used, comm, n_total = P.mean, P.std, P.solver_used, P.comm, P.n_total
     tv = getattr(P, "tv", None)
     if grid is None:
         if not lam_max > 0:
@@ -395,7 +628,7 @@ def _elastic_net_path(X, y, t_start, budget, *, family, alpha, n_lambdas, lambda
     L = grid.shape[0]
 
     gram = design.gram()
-    sol = ProxNewtonSolver(design, datafit, penalty, gram, work_dtype=work_dtype, verbose=int(verbose),
+    sol = ProxNewtonSolver(design, datafit, penalty, gram, work_dtype=work_dtype, verbose=int(verbose) if comm.is_root else 0,
                            on_iteration=budget.update)
 
     # ---- the path ---------------------------------------------------------------------------
@@ -407,8 +640,22 @@ def _elastic_net_path(X, y, t_start, budget, *, family, alpha, n_lambdas, lambda
     Zcur = None
     prev_point = None
     stopped = None
-    for i, lam in enumerate(grid):
-        lam = float(lam)
+    start = 0
+    ckpt = None
+    if checkpoint is not None:
+        ckpt = PathCheckpoint(checkpoint, comm, problem_fingerprint(
+            family=family, alpha=alpha, group=bool(group), standardize=bool(standardize), tol=tol, kkt_tol=kkt_tol,
+            dtype=str(cdtype), max_iter=max_iter, n_samples=n_total, n_features=P.full_d, n_outputs=k,
+            kept=None if P.keep is None else [int(j) for j in P.keep], mean=mean, std=std,
+            weight_sum=None if sw is None else float(f"{datafit.wsum:.9e}")))
+        grid, saved, note = ckpt.resume(grid)
+        if saved:
+            W, b, Zcur, score_prev, lam_prev, prev_point = _restore(saved, grid, sol, out, dev)
+            start = len(saved)
+        if verbose and comm.is_root:
+            print(f"[glm] checkpoint {ckpt.dir}: {note}" + (f", resuming at lambda {start + 1} of {L}" if saved else ""))
+    for i in range(start, L):
+        lam = float(grid[i])
         t0 = time.perf_counter()
         strong = torch.nonzero(score_prev >= alpha * (2 * lam - lam_prev)).flatten()
         active = torch.nonzero(W.abs().sum(1) > 0).flatten()
@@ -424,7 +671,8 @@ def _elastic_net_path(X, y, t_start, budget, *, family, alpha, n_lambdas, lambda
         W, b, info = sol.solve(lam, W, b, A, tol=tol, kkt_tol=kkt_tol, max_iter=max_iter, deadline=deadline, Z=Zcur)
         cert = info.cert
         Zcur = cert.Z
-        keep_z = Z_prev is not None and Z_prev.numel() * Z_prev.element_size() <= _EXTRAPOLATE_BYTES
+        keep_z = comm.all_true(Z_prev is not None and Z_prev.numel() * Z_prev.element_size() <= _EXTRAPOLATE_BYTES,
+                               "keeping the warm start")
         prev_point = (W_prev, b_prev, Z_prev, lam_prev) if keep_z else None
         score_prev = penalty.row_score(cert.gradient)
         lam_prev = lam
@@ -448,7 +696,10 @@ def _elastic_net_path(X, y, t_start, budget, *, family, alpha, n_lambdas, lambda
         else:
             out["val_loss"].append(float("nan"))
             out["val_accuracy"].append(float("nan"))
-        if deadline is not None and time.perf_counter() > deadline and i < L - 1:
+        comm.check_same(torch.cat([W.reshape(-1), b.reshape(-1)]), "coefficients")
+        if ckpt is not None:
+            ckpt.save(i, {"W": W, "b": b, "c": float(sol.c), **{key: out[key][-1] for key in _SCALARS}})
+        if deadline is not None and comm.any_true(time.perf_counter() > deadline, "the deadline") and i < L - 1:
             stopped = f"max_time reached after {i + 1} of {L} lambdas"
             break
 
@@ -472,7 +723,7 @@ def _elastic_net_path(X, y, t_start, budget, *, family, alpha, n_lambdas, lambda
         "solver": "prox_newton_" + solver_used,
         "device": str(dev),
         "dtype": str(cdtype).replace("torch.", ""),
-        "n_samples": n,
+        "n_samples": n_total,
         "n_features": d,
         "n_outputs": k,
         "sample_weight": sw is not None,
@@ -481,6 +732,10 @@ def _elastic_net_path(X, y, t_start, budget, *, family, alpha, n_lambdas, lambda
         # the CPU thread counts the path ran with, in order (ThreadBudget)
         "threads": list(budget.history),
         "objective_scale": "standardised" if standardize else "original",
+        "world_size": comm.world_size,
+        "resumed_lambdas": start,
+        "memory": P.stream_mem,
+        "passes": getattr(design, "passes", None),  # streaming: passes over the rows (each rank's)
     }
     info_dict["constant_features_skipped"] = []
     result = GLMPath(
@@ -506,6 +761,37 @@ def _elastic_net_path(X, y, t_start, budget, *, family, alpha, n_lambdas, lambda
     if P.keep is not None:
         expand_columns(result, P.keep, P.full_d, P.full_mean)
     return result
+
+
+#: The per-lambda figures a checkpoint keeps besides the coefficients.
+_SCALARS = ("objective", "gap", "kkt", "converged", "n_iter", "nnz", "n_features", "time", "train_loss",
+            "train_accuracy", "val_loss", "val_accuracy")
+
+
+def _restore(saved: list[dict[str, Any]], grid: np.ndarray, sol: ProxNewtonSolver, out: dict[str, list],
+             dev: torch.device):
+    """The loop state after the saved lambdas: the last solution ``(W, b)``, its
+    predictions, the strong rule's scores, the last lambda and the warm start's previous
+    point, exactly as the loop leaves them (predictions and gradient recomputed in
+    float64 as the certificate computes them); fills ``out`` with the saved figures."""
+    for rec in saved:
+        out["coef_std"].append(rec["W"].to(dev, torch.float64))
+        out["b"].append(rec["b"].to(dev, torch.float64))
+        for key in _SCALARS:
+            out[key].append(rec[key])
+    m = len(saved)
+    W, b = out["coef_std"][-1].clone(), out["b"][-1].clone()
+    sol.c = float(saved[-1]["c"])
+    Z = sol.predictions(W, b, exact=True)
+    _, G, _ = gradient(sol.design, sol.datafit, Z, exact=True, full=True)
+    score = sol.penalty.row_score(G)
+    prev_point = None
+    if m >= 2:
+        Wp, bp = out["coef_std"][-2].clone(), out["b"][-2].clone()
+        Zp = sol.predictions(Wp, bp, exact=True)
+        keep = sol.datafit.comm.all_true(Zp.numel() * Zp.element_size() <= _EXTRAPOLATE_BYTES, "keeping the warm start")
+        prev_point = (Wp, bp, Zp, float(grid[m - 2])) if keep else None
+    return W, b, Z, score, float(grid[m - 1]), prev_point
 
 
 @torch.no_grad()

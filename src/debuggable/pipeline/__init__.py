@@ -381,6 +381,65 @@ def dependencies(stage_name: str) -> set[str]:
     return needed
 
 
+def run_fit_distributed(run: RunDirectory, *, force: bool = False, progress: bool = True,
+                        timeout_s: float | None = None) -> dict[str, Any]:
+    """Stage ``fit`` on every process of a torchrun job (``WORLD_SIZE > 1``).
+
+    Joins the group from torchrun's environment (NCCL on a CUDA device, each rank on
+    its ``LOCAL_RANK``-th GPU; gloo otherwise; ``timeout_s`` bounds how long a rank waits
+    for a dead one). Rank 0 checks the run (the stages before ``fit`` must be done: they
+    run in one process) and decides whether the fit is up to date; every rank gets its
+    answer. Each rank then streams its own rows of the feature store, and rank 0 alone
+    writes the path, the stage's summary and the manifest. A killed fit resumes from
+    its last saved lambda when rerun (``glm/checkpoint/``).
+    """
+    import os
+
+    from debuggable.glm.distributed import DEFAULT_TIMEOUT_S, Communicator, init_from_env
+
+    ctx = _context(run, progress)
+    if ctx.device.type == "cuda":
+        ctx.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    group = init_from_env(ctx.device, DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s)
+    comm = Communicator(group)
+    stage = _BY_NAME["fit"]
+    decision = None
+    if comm.is_root:
+        try:
+            before = [name for name in dependencies("fit") - {"fit"}
+                      if _BY_NAME[name].applies(run) and _BY_NAME[name].status(run) != "done"]
+            status = stage.status(run)
+            decision = ("missing", before) if before else ("skip" if status == "done" and not force else "run", status)
+        except DebuggableError as exc:  # every rank must hear of it, or the others wait
+            decision = ("error", str(exc))
+    kind, detail = comm.broadcast_object(decision, "agreeing on the stage to run")
+    if kind == "error":
+        raise DebuggableError(detail)
+    if kind == "missing":
+        order = [st.name for st in STAGES if st.name in detail]
+        raise DebuggableError(
+            f"torchrun: the fit on {comm.world_size} processes needs the stages before it done, got {', '.join(order)} "
+            f"not done; run `debuggable {order[-1]} {run.path}` in one process first.")
+    if kind == "skip":
+        if comm.is_root:
+            ctx.log("[fit] up to date, skipped")
+        return {"fit": run.summary("fit")}
+    if not comm.is_root:
+        ctx.log = lambda msg: None
+    ctx.process_group = group
+    if comm.is_root:
+        if detail in ("partial", "stale", "corrupt"):
+            ctx.log(f"[fit] {detail}: redoing (resuming from its checkpoint where one is saved)")
+        run.begin(stage.name, stage.directory, stage.config_hash(run))
+    summary, outputs = stage.fn(run, ctx)
+    if comm.is_root:
+        run.finish(stage.name, summary, outputs, stage.volatile)
+        ctx.log(f"[fit] done on {comm.world_size} processes -> {run.path / stage.directory}")
+    comm.barrier("finishing the fit")
+    torch.distributed.destroy_process_group()
+    return {"fit": summary}
+
+
 def run_all(run: RunDirectory, *, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run every stage in order, skipping those already done (all redone with ``force``)."""
     ctx = _context(run, progress)

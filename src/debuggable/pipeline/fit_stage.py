@@ -1,4 +1,13 @@
-"""Stage ``fit``: the elastic-net regularisation path on a feature store's training split."""
+"""Stage ``fit``: the elastic-net regularisation path on a feature store's training split.
+
+Each solved lambda is saved under ``glm/checkpoint/`` as it is certified, so a fit that
+was killed (or whose process group lost a rank) resumes after the last saved lambda
+when the stage is rerun; the checkpoint is removed once the whole path is saved.
+
+Under torchrun (``ctx.process_group``) every rank reads its own contiguous range of
+the store's chunks (as the distributed extraction writes them) for the training and
+validation splits, the path is solved over the group, and rank 0 alone writes it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +18,8 @@ import numpy as np
 
 from debuggable.errors import DebuggableError
 from debuggable.glm import GLMPath, elastic_net_path
+from debuggable.glm.checkpoint import PathCheckpoint
+from debuggable.glm.distributed import Communicator, RowRangeReader, shard_bounds
 from debuggable.pipeline.extract_stage import open_store
 from debuggable.pipeline.stage import StageContext
 from debuggable.pipeline.train_stage import model_roles
@@ -28,32 +39,56 @@ def run_fit_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, Any],
     train = store.split("train")
     val = store.split("val") if "val" in store.splits() else None
     dim = train.feature_dim
-    ctx.log(f"[fit] elastic-net path: {cfg.n_lambdas} lambdas on {train.n_rows} x {dim} features")
+    comm = Communicator(ctx.process_group)
+    log = ctx.log if comm.is_root else (lambda msg: None)
+    where = f" over {comm.world_size} processes" if comm.active else ""
+    log(f"[fit] elastic-net path: {cfg.n_lambdas} lambdas on {train.n_rows} x {dim} features{where}")
+    X, y = train, train.labels
+    X_val = y_val = None
+    if comm.active:
+        X = RowRangeReader(train, *shard_bounds(train.n_rows, comm.rank, comm.world_size, train.chunk_rows))
+        y = X.read("labels")
+        if val is not None:
+            vr = RowRangeReader(val, *shard_bounds(val.n_rows, comm.rank, comm.world_size, val.chunk_rows))
+            X_val, y_val = vr.read("features"), vr.read("labels")
+    elif val is not None:
+        X_val, y_val = val.to_numpy("features"), val.labels
+    checkpoint = glm_dir(run) / "checkpoint"
     # Dead units (constant columns) are left out of the fit and get zero weight
     # (elastic_net_path's constant_features="drop"; see debuggable.glm.columns).
     path = elastic_net_path(
-        train,
-        train.labels,
+        X,
+        y,
         family=cfg.family,
         alpha=cfg.alpha,
         n_lambdas=cfg.n_lambdas,
         lambda_min_ratio=cfg.lambda_min_ratio,
         tol=cfg.tol,
         group=cfg.group,
-        X_val=None if val is None else val.to_numpy("features"),
-        y_val=None if val is None else val.labels,
+        X_val=X_val,
+        y_val=y_val,
         device=ctx.device,
         max_time=cfg.max_time,
         verbose=ctx.progress,
+        process_group=ctx.process_group,
+        memory_limit=cfg.memory_limit,
+        checkpoint=checkpoint,
     )
+    resumed = int(path.info.get("resumed_lambdas", 0))
+    if resumed:
+        log(f"[fit] resumed after {resumed} lambdas saved by an earlier, interrupted fit")
     skipped = path.info.get("constant_features_skipped", [])
     if skipped:
-        ctx.log(f"[fit] {len(skipped)} constant features skipped (zero weight): {skipped[:10]}"
-                + (" ..." if len(skipped) > 10 else ""))
-    path.save(glm_dir(run))
+        log(f"[fit] {len(skipped)} constant features skipped (zero weight): {skipped[:10]}"
+            + (" ..." if len(skipped) > 10 else ""))
+    if comm.is_root:
+        path.save(glm_dir(run))
+        PathCheckpoint(checkpoint, comm, {}).remove()  # the path is saved: nothing left to resume
     summary = path_summary(path)
     summary["constant_features_skipped"] = len(skipped)
-    ctx.log(
+    summary["processes"] = comm.world_size
+    summary["resumed_lambdas"] = resumed
+    log(
         f"[fit] {len(path)} lambdas in {summary['seconds']:.1f} s; max relative gap {summary['max_gap']:.2e}, "
         f"max KKT residual / (lam*alpha) {summary['max_kkt']:.2e}"
     )

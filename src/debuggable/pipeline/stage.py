@@ -31,6 +31,9 @@ class StageContext:
     force: bool = False
     #: ``extract --repair``: recompute only the damaged feature-store chunks
     repair: bool = False
+    #: ``fit`` under torchrun: the ``torch.distributed`` group the path is solved over
+    #: (each rank reads its own rows of the store; rank 0 writes the path)
+    process_group: Any = None
 
 
 StageFn = Callable[[RunDirectory, StageContext], tuple[dict[str, Any], list[str]]]

@@ -103,6 +103,11 @@ class GLMConfig(_Section):
     tol: float = Field(1e-6, gt=0)
     group: bool = False
     max_time: float | None = Field(None, gt=0)
+    #: bytes the solver's own working memory may take (``elastic_net_path``'s
+    #: ``memory_limit``); the path streams the store in row blocks sized to fit it
+    #: when loading it would need more. Where the fit runs does not change what it
+    #: computes, so it is not part of the stage's config hash.
+    memory_limit: int | None = Field(None, gt=0)
 
 
 class EvaluateConfig(_Section):
@@ -465,6 +470,7 @@ class RunConfig(_Section):
         dumped = self.model_dump(mode="json")
         # Where a stage runs does not change what it computes.
         dumped["extract"].pop("device", None)
+        dumped["glm"].pop("memory_limit", None)
         payload = json.dumps({n: dumped.get(n) for n in names} | {"seed": self.seed}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

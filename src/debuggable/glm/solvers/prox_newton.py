@@ -114,7 +114,7 @@ def gradient(design, datafit: Datafit, Z: torch.Tensor, *, exact: bool, full: bo
     loss, M = datafit.loss_and_mean(Z)
     R = datafit.residual(M)
     G = design.rmv(R, exact=exact, full=full) / datafit.n
-    gb = R.sum(0).to(torch.float64) / datafit.n
+    gb = datafit.comm.sum_(R.sum(0).to(torch.float64), "1^T R") / datafit.n
     if datafit.shift_invariant:
         G = G - G.mean(1, keepdim=True)
         gb = gb - gb.mean()
@@ -222,7 +222,8 @@ class ProxNewtonSolver:
             Zd = design.mv(D[:m], out_dtype=self.work_dtype)
             Zd += D[m].to(self.work_dtype)
             Q = datafit.hessian_apply(Z, Zd)
-            HD = torch.cat([design.rmv(Q) / datafit.n, Q.sum(0, keepdim=True).to(torch.float64) / datafit.n], 0)
+            HD = torch.cat([design.rmv(Q) / datafit.n,
+                            datafit.comm.sum_(Q.sum(0, keepdim=True).to(torch.float64), "1^T Q") / datafit.n], 0)
             HD[:m] += ridge * D[:m]
             return centre(HD * face), Zd
 
@@ -232,7 +233,13 @@ class ProxNewtonSolver:
             near = (WA == 0) & ((G + ridge * WA).abs() >= self.CG_BLOCK_NEAR * a)  # entries about to enter
             need = ClassBlockPreconditioner.memory_bytes(face[:m] | near, design.dtype)
             # beyond the share, too large for the device: the Kronecker model instead
-            use_blocks = need <= self.CG_BLOCK_MEMORY_SHARE * (available_memory(design.device) + self._blocks_bytes)
+            # every rank decides alike: on the least free memory of any rank
+            free = float(available_memory(design.device))
+            spare = getattr(design, "spare_bytes", None)  # what a memory_limit leaves the blocks
+            if spare is not None:
+                free = min(free, spare / self.CG_BLOCK_MEMORY_SHARE)
+            free = datafit.comm.min_float(free, "comparing free memory")
+            use_blocks = need <= self.CG_BLOCK_MEMORY_SHARE * (free + self._blocks_bytes)
         if use_blocks:
             if self._blocks is None or self._blocks_lam != lam:
                 self._blocks, self._blocks_lam = ClassBlockPreconditioner(ridge, self.CG_BLOCK_MASS), lam
@@ -338,7 +345,7 @@ class ProxNewtonSolver:
                 force = force_step and not bool((WA != 0).any())
                 if k <= tight * target and gap <= tight * tol * max(abs(obj), 1e-12) and not force:
                     break
-                if deadline is not None and time.perf_counter() > deadline:
+                if deadline is not None and datafit.comm.any_true(time.perf_counter() > deadline, "the deadline"):
                     break
                 B = datafit.curvature(Z)  # for the model, or the Newton-CG step's preconditioner
                 k_hist.append(k)
@@ -410,7 +417,7 @@ class ProxNewtonSolver:
             # (up to float64 rounding): anything below lambda_max must move off zero.
             force_step = all_zero and cert.kkt > 1e-10 * lam * alpha
             converged = cert.kkt <= target and cert.gap <= tol * max(abs(cert.objective), 1e-12) and not force_step
-            out_of_time = deadline is not None and time.perf_counter() > deadline
+            out_of_time = deadline is not None and datafit.comm.any_true(time.perf_counter() > deadline, "the deadline")
             if converged or n_iter >= max_iter or out_of_time:
                 break
             # grow the working set with every feature that violates the KKT conditions

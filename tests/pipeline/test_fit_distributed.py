@@ -1,0 +1,120 @@
+"""Stage ``fit`` under torchrun (2 gloo processes) and its resume after an interrupted fit.
+
+The oracle is ``elastic_net_path`` on the whole training split in this process, with
+the stage's settings, and the solver's certificate (see tests/glm/test_distributed.py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from debuggable import pipeline
+from debuggable.glm import GLMPath, elastic_net_path
+from debuggable.pipeline.extract_stage import open_store
+from debuggable.run import RunDirectory, read_json
+
+from ..tiny_runs import digits_config
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory):
+    """A digits run whose stages up to ``extract`` are done (small chunks: 2 ranks get 3+)."""
+    run = RunDirectory.create(tmp_path_factory.mktemp("fitdist") / "run", digits_config(epochs=1, chunk_rows=128))
+    pipeline.run_until(run, "extract", progress=False)
+    return run
+
+
+def _oracle(run: RunDirectory) -> GLMPath:
+    cfg = run.config.glm
+    store = open_store(run, cfg.store)
+    train, val = store.split("train"), store.split("val")
+    return elastic_net_path(train, train.labels, family=cfg.family, alpha=cfg.alpha, n_lambdas=cfg.n_lambdas,
+                            lambda_min_ratio=cfg.lambda_min_ratio, tol=cfg.tol, group=cfg.group,
+                            X_val=val.to_numpy("features"), y_val=val.labels)
+
+
+def _same_path(got: GLMPath, want: GLMPath, radius_slack: float = 2.0) -> None:
+    np.testing.assert_allclose(got.lambdas, want.lambdas, rtol=1e-10)
+    assert got.coef.shape == want.coef.shape
+    for i, lam in enumerate(want.lambdas):
+        g = got.gap[i] * abs(got.objective[i]) + want.gap[i] * abs(want.objective[i])
+        assert abs(got.objective[i] - want.objective[i]) <= g + 1e-12
+        # radius of the certified solutions, in the standardised scale
+        mu = lam * (1 - want.info["alpha"])
+        W1 = got.coef[i].T * got.feature_std[:, None]
+        W2 = want.coef[i].T * want.feature_std[:, None]
+        bound = radius_slack * (np.sqrt(2 * got.gap[i] * abs(got.objective[i]) / mu)
+                                + np.sqrt(2 * want.gap[i] * abs(want.objective[i]) / mu))
+        assert np.linalg.norm(W1 - W2) <= bound + 1e-9, (i, np.linalg.norm(W1 - W2), bound)
+
+
+def _torchrun(run: RunDirectory, *extra: str, timeout: float = 200) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "debuggable",
+           "fit", str(run.path), "--no-progress", *extra]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_torchrun_fit_on_two_processes_equals_the_single_process_path(extracted):
+    run = extracted
+    done = _torchrun(run, "--force")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("[fit] elastic-net path:") == 1  # rank 0 alone speaks ...
+    assert "over 2 processes" in done.stdout
+    got = GLMPath.load(run.path / "glm")  # ... and writes
+    summary = read_json(run.path / "glm" / "summary.json")
+    assert summary["processes"] == 2 and summary["all_converged"]
+    assert got.info["world_size"] == 2
+    assert not (run.path / "glm" / "checkpoint").exists()
+    want = _oracle(run)
+    _same_path(got, want)
+    for i in range(len(want)):
+        assert np.array_equal(got.coef[i] != 0, want.coef[i] != 0) or np.abs(got.coef[i] - want.coef[i]).max() < 1e-6
+    np.testing.assert_allclose(got.val_accuracy, want.val_accuracy, atol=2.0 / len(open_store(run).split("val")))
+    again = _torchrun(run)
+    assert again.returncode == 0 and "[fit] up to date, skipped" in again.stdout
+
+
+def test_torchrun_refuses_other_stages(extracted):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "debuggable",
+           "evaluate", str(extracted.path), "--no-progress"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "torchrun: only `debuggable fit` runs on several processes" in done.stderr
+
+
+def test_an_interrupted_fit_resumes_from_its_last_saved_lambda(extracted, monkeypatch):
+    run = extracted
+    from debuggable.glm.solvers.prox_newton import ProxNewtonSolver
+
+    real = ProxNewtonSolver.solve
+    calls = {"n": 0}
+
+    def dies_at_the_fourth(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # as a kill would, after three certified lambdas
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(ProxNewtonSolver, "solve", dies_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_until(run, "fit", force=True, progress=False)
+    assert pipeline._BY_NAME["fit"].status(run) == "partial"
+    assert len(list((run.path / "glm" / "checkpoint").glob("lambda_*.pt"))) == 3
+    monkeypatch.setattr(ProxNewtonSolver, "solve", real)
+    summary = pipeline.run_until(run, "fit", progress=False)["fit"]
+    assert summary["resumed_lambdas"] == 3 and summary["all_converged"]
+    got = GLMPath.load(run.path / "glm")
+    want = _oracle(run)
+    np.testing.assert_array_equal(got.coef, want.coef)  # one process: the same steps, the same bits
+    assert not (run.path / "glm" / "checkpoint").exists()
