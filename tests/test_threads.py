@@ -71,6 +71,19 @@ def test_budget_gives_up_the_core_another_process_takes_and_takes_it_back(clock)
     assert budget.history == [1, 2]
 
 
+def test_the_count_does_not_flip_around_the_threshold(clock):
+    clock.others = 0.25
+    with ThreadBudget("cpu", interval=0.5) as budget:
+        assert budget.threads == 1
+        clock.advance(1.0, others=0.15, own=1.0)  # between the two thresholds: stay
+        assert budget.update() == 1
+        clock.advance(1.0, others=0.05, own=1.0)  # clearly gone: back up
+        assert budget.update() == 2
+        clock.advance(1.0, others=0.15, own=2.0)  # between the thresholds again: keep two
+        assert budget.update() == 2
+    assert budget.history == [1, 2]
+
+
 def test_a_partly_busy_core_is_left_alone(clock):
     clock.others = 0.5  # another process on half a core: our second thread would stall at barriers
     with ThreadBudget("cpu") as budget:

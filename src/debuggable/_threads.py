@@ -86,7 +86,9 @@ class ThreadBudget:
     measures, over the interval since its last look, how many cores were busy with
     *other* processes (all busy time in ``/proc/stat`` minus this process's own CPU
     time; niced processes only where they yield, :func:`niced_processes_yield`) and runs
-    ``clamp(round_down(free + 0.2), 1, max_threads)`` threads.
+    ``clamp(round_down(free + 0.2), 1, max_threads)`` threads; it adds a thread back
+    only at ``round_down(free + 0.1)``, so a competitor near the threshold does not
+    make the count flip at every look.
 
     Use as a context manager around long CPU work and call :meth:`update` often (it
     looks at most every ``interval`` seconds, so a call costs a clock read); the
@@ -169,6 +171,10 @@ class ThreadBudget:
         free = usable_cores() - self.last_others
         self._last = now
         threads = int(min(self.max_threads, max(1, math.floor(free + 0.2))))
+        if self.threads is not None and threads > self.threads:
+            # back up only once the other work has clearly left (hysteresis: a competitor
+            # hovering near the threshold made the count flip at every look)
+            threads = int(min(self.max_threads, max(self.threads, math.floor(free + 0.1))))
         if threads != self.threads:
             torch.set_num_threads(threads)
             self.threads = threads
