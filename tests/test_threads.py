@@ -42,6 +42,7 @@ class FakeClock:
 
 @pytest.fixture()
 def clock(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     saved = torch.get_num_threads()
     torch.set_num_threads(2)
     yield FakeClock(monkeypatch)
@@ -100,6 +101,16 @@ def test_budget_respects_the_thread_limit_and_a_fixed_count(clock):
     with ThreadBudget("cpu", fixed=2) as budget:
         assert torch.get_num_threads() == 2 and budget.history == [2]
     assert torch.get_num_threads() == 1
+
+
+def test_budget_keeps_every_thread_when_openmp_waits_passively(clock, monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    clock.others = 1.0
+    with ThreadBudget("cpu") as budget:
+        assert budget.threads is None and torch.get_num_threads() == 2
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    with ThreadBudget("cpu") as budget:
+        assert budget.threads == 1
 
 
 def test_budget_does_nothing_off_the_cpu(clock):
