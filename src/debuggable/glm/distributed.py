@@ -136,30 +136,26 @@ class Communicator:
             pos += t.numel()
         return tensors
 
+    def _scalar(self, x, op: str, dtype: torch.dtype, what: str):
+        """``x`` reduced with ``op`` over the ranks, as a Python number of ``dtype``'s kind."""
+        cast = int if dtype == torch.int64 else float
+        if not self.active:
+            return cast(x)
+        t = torch.tensor([cast(x)], dtype=dtype, device=self._dev)
+        return cast(self._reduce(t, op, what)[0])
+
     def sum_float(self, x: float, what: str = "an all-reduce") -> float:
         """The sum of ``x`` over the ranks (``x`` itself without a group)."""
-        if not self.active:
-            return x
-        t = torch.tensor([float(x)], dtype=torch.float64, device=self._dev)
-        return float(self._reduce(t, "sum", what)[0])
+        return self._scalar(x, "sum", torch.float64, what)
 
     def sum_int(self, x: int, what: str = "an all-reduce") -> int:
-        if not self.active:
-            return int(x)
-        t = torch.tensor([int(x)], dtype=torch.int64, device=self._dev)
-        return int(self._reduce(t, "sum", what)[0])
+        return self._scalar(x, "sum", torch.int64, what)
 
     def max_float(self, x: float, what: str = "an all-reduce") -> float:
-        if not self.active:
-            return x
-        t = torch.tensor([float(x)], dtype=torch.float64, device=self._dev)
-        return float(self._reduce(t, "max", what)[0])
+        return self._scalar(x, "max", torch.float64, what)
 
     def min_int(self, x: int, what: str = "an all-reduce") -> int:
-        if not self.active:
-            return int(x)
-        t = torch.tensor([int(x)], dtype=torch.int64, device=self._dev)
-        return int(self._reduce(t, "min", what)[0])
+        return self._scalar(x, "min", torch.int64, what)
 
     def min_float(self, x: float, what: str = "an all-reduce") -> float:
         return -self.max_float(-float(x), what) if self.active else x
