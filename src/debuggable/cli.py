@@ -12,8 +12,14 @@ import argparse
 import os
 import sys
 
-from debuggable import __version__
-from debuggable.errors import DebuggableError
+# OpenMP's idle threads sleep instead of spinning (unless the user chose a policy):
+# on a machine where another process holds a core, spinning threads steal it from the
+# thread doing the work (docs/glm.md, "Threads on a busy machine"). It must be set
+# before torch starts its thread pool, hence here, before anything imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from debuggable import __version__  # noqa: E402
+from debuggable.errors import DebuggableError  # noqa: E402
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -188,10 +194,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     rank, world, _ = env_world()
     if world > 1:  # under torchrun
-        if command != "fit":
-            raise DebuggableError(f"torchrun: only `debuggable fit` runs on several processes, got `{args.command}`; "
-                                  f"run it in one process (`debuggable {args.command} {args.config}`).")
-        summaries = pipeline.run_fit_distributed(run, force=args.force, progress=progress)
+        if command not in pipeline.DISTRIBUTED_STAGES:
+            raise DebuggableError(f"torchrun: only `debuggable extract` and `debuggable fit` run on several processes, "
+                                  f"got `{args.command}`; run it in one process (`debuggable {args.command} {args.config}`).")
+        summaries = pipeline.run_distributed(run, command, force=args.force, repair=repair, progress=progress)
         if rank == 0:
             print(pipeline.describe_results(run, summaries))
         return 0

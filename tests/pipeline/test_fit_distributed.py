@@ -1,12 +1,15 @@
-"""Stage ``fit`` under torchrun (2 gloo processes) and its resume after an interrupted fit.
+"""Stages ``extract`` and ``fit`` under torchrun (2 gloo processes), and the fit's resume
+after an interruption.
 
-The oracle is ``elastic_net_path`` on the whole training split in this process, with
-the stage's settings, and the solver's certificate (see tests/glm/test_distributed.py).
+The oracles are the single-process run (its feature stores, written in this process)
+and ``elastic_net_path`` on the whole training split in this process, with the stage's
+settings, compared through the solver's certificate (see tests/glm/test_distributed.py).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +20,7 @@ import pytest
 from debuggable import pipeline
 from debuggable.glm import GLMPath, elastic_net_path
 from debuggable.pipeline.extract_stage import open_store
-from debuggable.run import RunDirectory, read_json
+from debuggable.run import GLMConfig, RunDirectory, read_json
 
 from ..tiny_runs import digits_config
 
@@ -28,7 +31,10 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def extracted(tmp_path_factory):
     """A digits run whose stages up to ``extract`` are done (small chunks: 2 ranks get 3+)."""
-    run = RunDirectory.create(tmp_path_factory.mktemp("fitdist") / "run", digits_config(epochs=1, chunk_rows=128))
+    # A tight certificate: at the default 1e-5 the certified solutions of one and two
+    # processes (or of 1 and 2 threads) may differ in a borderline coefficient's support.
+    config = digits_config(epochs=1, chunk_rows=128, glm=GLMConfig(n_lambdas=8, lambda_min_ratio=0.02, tol=1e-9))
+    run = RunDirectory.create(tmp_path_factory.mktemp("fitdist") / "run", config)
     pipeline.run_until(run, "extract", progress=False)
     return run
 
@@ -57,10 +63,10 @@ def _same_path(got: GLMPath, want: GLMPath, radius_slack: float = 2.0) -> None:
         assert np.linalg.norm(W1 - W2) <= bound + 1e-9, (i, np.linalg.norm(W1 - W2), bound)
 
 
-def _torchrun(run: RunDirectory, *extra: str, timeout: float = 200) -> subprocess.CompletedProcess:
+def _torchrun(run: RunDirectory, *extra: str, stage: str = "fit", timeout: float = 200) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "debuggable",
-           "fit", str(run.path), "--no-progress", *extra]
+           stage, str(run.path), "--no-progress", *extra]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -84,13 +90,40 @@ def test_torchrun_fit_on_two_processes_equals_the_single_process_path(extracted)
     assert again.returncode == 0 and "[fit] up to date, skipped" in again.stdout
 
 
+def test_torchrun_extract_then_fit_equals_the_single_process_run(extracted, tmp_path):
+    """Both stages on 2 processes: the same stores as one process wrote, then the same path."""
+    one = extracted
+    two = RunDirectory.open(shutil.copytree(one.path, tmp_path / "run"))
+    done = _torchrun(two, "--force", stage="extract")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[extract] done on 2 processes" in done.stdout and done.stdout.count("[extract] done") == 1
+    summary = read_json(two.path / "features" / "summary.json")
+    assert summary["processes"] == 2
+    for split in one.config.extract.splits:
+        want, got = open_store(one).split(split), open_store(two).split(split)
+        assert got.n_rows == want.n_rows and got.layout.n_chunks >= 3
+        assert sorted(got.arrays) == sorted(want.arrays)
+        for name in got.arrays:  # each rank ran its chunks in the same batches, on one thread
+            np.testing.assert_allclose(got.to_numpy(name), want.to_numpy(name), rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_array_equal(got.labels, want.labels)
+        np.testing.assert_allclose(got.mean, want.mean, rtol=1e-5, atol=1e-6)
+    fitted = _torchrun(two, "--force")
+    assert fitted.returncode == 0, fitted.stdout + fitted.stderr
+    got, want = GLMPath.load(two.path / "glm"), _oracle(one)
+    _same_path(got, want)
+    for i in range(len(want)):
+        assert np.array_equal(got.coef[i] != 0, want.coef[i] != 0) or np.abs(got.coef[i] - want.coef[i]).max() < 1e-6
+    again = _torchrun(two, stage="extract")
+    assert again.returncode == 0 and "[extract] up to date, skipped" in again.stdout
+
+
 def test_torchrun_refuses_other_stages(extracted):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "debuggable",
            "evaluate", str(extracted.path), "--no-progress"]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
-    assert "torchrun: only `debuggable fit` runs on several processes" in done.stderr
+    assert "torchrun: only `debuggable extract` and `debuggable fit` run on several processes" in done.stderr
 
 
 def test_an_interrupted_fit_resumes_from_its_last_saved_lambda(extracted, monkeypatch):

@@ -6,6 +6,7 @@ Stages (each a sub-command of ``debuggable``): ``data`` -> ``train`` -> ``extrac
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -381,63 +382,102 @@ def dependencies(stage_name: str) -> set[str]:
     return needed
 
 
-def run_fit_distributed(run: RunDirectory, *, force: bool = False, progress: bool = True,
-                        timeout_s: float | None = None) -> dict[str, Any]:
-    """Stage ``fit`` on every process of a torchrun job (``WORLD_SIZE > 1``).
+#: The stages that run on every process of a torchrun job; the others run in one.
+DISTRIBUTED_STAGES = ("extract", "fit")
+
+
+def run_distributed(run: RunDirectory, stage_name: str, *, force: bool = False, repair: bool = False,
+                    progress: bool = True, timeout_s: float | None = None) -> dict[str, Any]:
+    """Stage ``extract`` or ``fit`` on every process of a torchrun job (``WORLD_SIZE > 1``).
 
     Joins the group from torchrun's environment (NCCL on a CUDA device, each rank on
     its ``LOCAL_RANK``-th GPU; gloo otherwise; ``timeout_s`` bounds how long a rank waits
-    for a dead one). Rank 0 checks the run (the stages before ``fit`` must be done: they
-    run in one process) and decides whether the fit is up to date; every rank gets its
-    answer. Each rank then streams its own rows of the feature store, and rank 0 alone
-    writes the path, the stage's summary and the manifest. A killed fit resumes from
-    its last saved lambda when rerun (``glm/checkpoint/``).
+    for a dead one). Rank 0 checks the run (the stages before this one must be done:
+    they run in one process) and decides whether the stage is up to date; every rank
+    gets its answer. Then every rank does its share and rank 0 alone writes the
+    stage's summary and the manifest:
+
+    * ``extract``: each rank extracts a contiguous range of each split's chunks
+      (resumable chunk by chunk, as in one process; ``repair`` recomputes only the
+      chunks whose checksums fail);
+    * ``fit``: each rank streams its own rows of the feature store and rank 0 writes
+      the path; a killed fit resumes from its last saved lambda (``glm/checkpoint/``).
     """
     import os
 
+    from debuggable.features.store import StoreIntegrityError
     from debuggable.glm.distributed import DEFAULT_TIMEOUT_S, Communicator, init_from_env
+    from debuggable.pipeline.integrity import check_stage, repair_command
 
+    if stage_name not in DISTRIBUTED_STAGES:
+        raise DebuggableError(f"torchrun: only {' and '.join(DISTRIBUTED_STAGES)} run on several processes, "
+                              f"got {stage_name!r}.")
     ctx = _context(run, progress)
     if ctx.device.type == "cuda":
         ctx.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     group = init_from_env(ctx.device, DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s)
     comm = Communicator(group)
-    stage = _BY_NAME["fit"]
+    stage = _BY_NAME[stage_name]
+    repair = bool(repair) and stage_name == "extract"
+    force = force or repair
     decision = None
     if comm.is_root:
         try:
-            before = [name for name in dependencies("fit") - {"fit"}
+            before = [name for name in dependencies(stage_name) - {stage_name}
                       if _BY_NAME[name].applies(run) and _BY_NAME[name].status(run) != "done"]
             status = stage.status(run)
-            decision = ("missing", before) if before else ("skip" if status == "done" and not force else "run", status)
+            if before:
+                decision = ("missing", before)
+            elif status == "done" and not force:
+                decision = ("skip", status)
+            elif status == "corrupt" and not force:
+                decision = ("error", str(check_stage(run, stage_name, full=False).error()))
+            else:
+                if stage.check is not None:
+                    stage.check(run, ctx)
+                decision = ("run", status)
         except DebuggableError as exc:  # every rank must hear of it, or the others wait
             decision = ("error", str(exc))
-    kind, detail = comm.broadcast_object(decision, "agreeing on the stage to run")
+    kind, detail = comm.broadcast_object(decision, f"agreeing on the {stage_name} stage")
     if kind == "error":
         raise DebuggableError(detail)
     if kind == "missing":
         order = [st.name for st in STAGES if st.name in detail]
         raise DebuggableError(
-            f"torchrun: the fit on {comm.world_size} processes needs the stages before it done, got {', '.join(order)} "
-            f"not done; run `debuggable {order[-1]} {run.path}` in one process first.")
+            f"torchrun: `debuggable {stage_name}` on {comm.world_size} processes needs the stages before it done, "
+            f"got {', '.join(order)} not done; run `debuggable {order[-1]} {run.path}` in one process first.")
     if kind == "skip":
         if comm.is_root:
-            ctx.log("[fit] up to date, skipped")
-        return {"fit": run.summary("fit")}
+            ctx.log(f"[{stage_name}] up to date, skipped")
+        return {stage_name: run.summary(stage_name)}
     if not comm.is_root:
         ctx.log = lambda msg: None
     ctx.process_group = group
+    ctx.force, ctx.repair = force, repair
+    t0 = time.perf_counter()
     if comm.is_root:
         if detail in ("partial", "stale", "corrupt"):
-            ctx.log(f"[fit] {detail}: redoing (resuming from its checkpoint where one is saved)")
+            how = "repairing" if repair else "redoing"
+            ctx.log(f"[{stage_name}] {detail}: {how}" + (" (resuming from its checkpoint where one is saved)"
+                                                        if stage_name == "fit" else ""))
         run.begin(stage.name, stage.directory, stage.config_hash(run))
-    summary, outputs = stage.fn(run, ctx)
+    try:
+        summary, outputs = stage.fn(run, ctx)
+    except StoreIntegrityError as exc:
+        raise exc.with_repair(repair_command(run, "extract")) from None
     if comm.is_root:
         run.finish(stage.name, summary, outputs, stage.volatile)
-        ctx.log(f"[fit] done on {comm.world_size} processes -> {run.path / stage.directory}")
-    comm.barrier("finishing the fit")
+        ctx.log(f"[{stage_name}] done on {comm.world_size} processes in {time.perf_counter() - t0:.1f} s "
+                f"-> {run.path / stage.directory}")
+    comm.barrier(f"finishing the {stage_name} stage")
     torch.distributed.destroy_process_group()
-    return {"fit": summary}
+    return {stage_name: summary}
+
+
+def run_fit_distributed(run: RunDirectory, *, force: bool = False, progress: bool = True,
+                        timeout_s: float | None = None) -> dict[str, Any]:
+    """Stage ``fit`` on every process of a torchrun job: :func:`run_distributed` for ``fit``."""
+    return run_distributed(run, "fit", force=force, progress=progress, timeout_s=timeout_s)
 
 
 def run_all(run: RunDirectory, *, force: bool = False, progress: bool = True) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from debuggable.features import FeatureStore, extract_features, split_fingerprint
 from debuggable.features.store import StoreIntegrityError
+from debuggable.glm.distributed import Communicator
 from debuggable.models import Backbone, load_backbone, load_model
 from debuggable.pipeline.data_stage import build_data
 from debuggable.pipeline.stage import StageContext
@@ -67,6 +68,9 @@ def run_extract_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, A
     splits = build_data(run.config, ctx)
     cfg = run.config.extract
     summary: dict[str, Any] = {"stores": {}}
+    comm = Communicator(ctx.process_group)
+    if comm.active:
+        summary["processes"] = comm.world_size
     outputs = []
     for role in model_roles(run.config):
         backbone = make_backbone(run, role).to(ctx.device).eval()
@@ -82,6 +86,8 @@ def run_extract_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, A
             # --force re-extracts every split; --repair recomputes only damaged chunks.
             repair = ctx.repair and not replace
             replace = replace or (ctx.force and not ctx.repair)
+            if comm.active:  # rank 0's view of the store decides, before any rank changes it
+                replace, repair = comm.broadcast_object((replace, repair), f"agreeing on {role}/{split}")
             reader = extract_features(
                 backbone,
                 ds,
