@@ -198,7 +198,10 @@ def run_debuggable(Xs, y, grid, alpha, device, budget, dtype, verbose=1, threads
     total = time.perf_counter() - t0
     sols = [(torch.as_tensor(path.coef[i].T), torch.as_tensor(path.intercept[i]), float(path.time[i])) for i in range(len(path))]
     extra = {"converged": bool(path.converged.all()), "outer_iterations": int(path.n_iter.sum()), "solver_kkt_rel_max": float(path.kkt.max()),
-             "solver_gap_rel_max": float(path.gap.max()), "thread_counts": path.info.get("threads")}
+             "solver_gap_rel_max": float(path.gap.max()), "thread_counts": path.info.get("threads"),
+             # per lambda: outer iterations and the products' counted work (the cost model's input)
+             "per_lambda": [{"n_iter": int(path.n_iter[i]), **(path.info["work"][i] or {})} for i in range(len(path))],
+             "work_setup": path.info.get("work_setup")}
     return sols, total, extra
 
 
@@ -426,11 +429,14 @@ def bench_one(label: str, make_data, args, device: torch.device) -> dict:
                 if got is None:
                     continue
                 sols, total, extra = got
+                per_lambda = extra.pop("per_lambda", None)
                 rows = []
                 for i, (W, b, tl) in enumerate(sols):
                     ev = evaluate(Xs, y, W, b, float(grid[i]), args.alpha)
                     row = {"kind": "lambda", "size": label, "solver": name, "run": run, "condition": condition, "index": i,
                            "lambda": float(grid[i]), "time": tl, **ev}
+                    if per_lambda is not None:
+                        row["solver_detail"] = per_lambda[i]
                     emit(row)
                     rows.append(row)
                 summ = {"kind": "solver", "size": label, "solver": name, "run": run, "condition": condition,

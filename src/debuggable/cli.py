@@ -12,14 +12,8 @@ import argparse
 import os
 import sys
 
-# OpenMP's idle threads sleep instead of spinning (unless the user chose a policy):
-# on a machine where another process holds a core, spinning threads steal it from the
-# thread doing the work (docs/glm.md, "Threads on a busy machine"). It must be set
-# before torch starts its thread pool, hence here, before anything imports torch.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from debuggable import __version__  # noqa: E402
-from debuggable.errors import DebuggableError  # noqa: E402
+from debuggable import __version__
+from debuggable.errors import DebuggableError
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

@@ -76,3 +76,45 @@ def test_weighted_grams_are_the_weighted_products_of_the_row_and_column_subsets(
     for got, want in zip(design.weighted_grams(torch_requests), expected):
         assert got.dtype == torch.float64 and got.shape == want.shape
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["in_memory", "streaming"])
+def test_work_counts_are_the_products_flops_and_bytes(kind):
+    """Each product is counted as 2 * rows * inner * outer FLOPs in its compute dtype."""
+    rng = np.random.default_rng(1)
+    n, d, k = 50, 12, 3
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    design = _designs(X)[kind]
+    A = torch.tensor([0, 2, 5, 9])
+    design.set_columns(A)
+    design.mv(torch.ones(4, k, dtype=torch.float64))                      # float32, 4 columns
+    design.rmv(torch.ones(n, k, dtype=torch.float64), exact=True)          # float64, 4 columns
+    design.rmv(torch.ones(n, k, dtype=torch.float64), full=True)           # float32, all 12
+    got = design.work.snapshot()
+    assert got["products"] == 3
+    assert got["flops_float32"] == 2 * n * 4 * k + 2 * n * d * k
+    assert got["flops_float64"] == 2 * n * 4 * k
+    if kind == "streaming":
+        assert design.passes == 3 and got["x_bytes"] == 3 * n * d * 4  # every pass reads every stored column
+    else:
+        assert got["x_bytes"] >= n * 4 * 4 + n * d * 4
+
+
+def test_a_path_records_its_work_per_lambda_and_a_streamed_one_counts_one_product_per_pass():
+    from debuggable.glm import elastic_net_path
+
+    from .oracles import make_classification
+
+    X, y = make_classification(400, 15, 3, seed=5)
+    kw = dict(alpha=0.95, n_lambdas=5, lambda_min_ratio=1e-2, dtype="float64")
+    reader = TinyReader(X)
+    st = elastic_net_path(reader, y, solver="streaming", block_rows=64, **kw)
+    mem = elastic_net_path(X, y, **kw)
+    work = st.info["work"]
+    assert len(work) == len(st) and all(w["products"] > 0 for w in work[1:])
+    total = sum(w["products"] for w in work) + st.info["work_setup"]["products"]
+    # the reader counts its passes itself: one per product, plus the pass that checks
+    # the rows are finite and computes the feature moments (not a product)
+    assert reader.passes == total + 1
+    assert len(mem.info["work"]) == len(mem)
+    assert all(w["flops_float32"] + w["flops_float64"] > 0 and w["working_set"] > 0 for w in mem.info["work"][1:])

@@ -96,6 +96,37 @@ def _power_lmax(G: torch.Tensor, iters: int = 60) -> float:
     return 1.1 * lam
 
 
+class WorkCount:
+    """The work of a design's products with ``X``, counted as they run.
+
+    Attributes:
+        flops: multiply-add FLOPs (2 per multiply-add) by compute dtype name
+            (``"float32"``, ``"float64"``), over this rank's rows.
+        x_bytes: bytes of ``X`` (or its working-set columns) the products read.
+        products: the number of passes over this rank's rows that multiply by ``X``
+            (one call of the weighted Gram matrices is one, whatever it computes).
+
+    The cost model of ``benchmarks/glm_cost_model.py`` is fitted on these counts.
+    """
+
+    def __init__(self) -> None:
+        self.flops = {"float32": 0, "float64": 0}
+        self.x_bytes = 0
+        self.products = 0
+
+    def add(self, rows: int, inner: int, outer: int, dtype: torch.dtype, x_bytes: int, product: bool = True) -> None:
+        """Count a ``(rows, inner) x (inner, outer)`` product; ``product=False`` for a
+        further one in the same pass (the weighted Gram matrices of one call)."""
+        key = "float64" if dtype == torch.float64 else "float32"
+        self.flops[key] += 2 * int(rows) * int(inner) * int(outer)
+        self.x_bytes += int(x_bytes)
+        self.products += int(product)
+
+    def snapshot(self) -> dict[str, int]:
+        return {"flops_float32": self.flops["float32"], "flops_float64": self.flops["float64"],
+                "x_bytes": self.x_bytes, "products": self.products}
+
+
 class InMemoryDesign:
     """Standardised features held as one ``(n, D)`` tensor on the compute device."""
 
@@ -114,6 +145,7 @@ class InMemoryDesign:
         self._XA: torch.Tensor | None = None
         self._pad = False
         self._X64: torch.Tensor | None = None  # made on the first certificate, see _exact_copy
+        self.work = WorkCount()
 
     # -- working set ---------------------------------------------------------------
     def set_columns(self, A: torch.Tensor | None) -> None:
@@ -154,6 +186,8 @@ class InMemoryDesign:
         M = self._matrix()
         if V.shape[0] == 0:
             return torch.zeros(self.n, V.shape[1], dtype=out_dtype, device=self.device)
+        dt = self.dtype if not exact else torch.float64
+        self.work.add(self.n, M.shape[1], V.shape[1], dt, M.numel() * M.element_size())
         if not exact or self.dtype == torch.float64:
             # linear(M, V^T) is markedly faster than M @ V for thin V on CPU (MKL/oneDNN)
             return torch.nn.functional.linear(M, V.T.to(self.dtype).contiguous()).to(out_dtype)
@@ -176,6 +210,7 @@ class InMemoryDesign:
         if exact and self.dtype != torch.float64:
             X64 = self._exact_copy()
             if X64 is not None:
+                self.work.add(self.n, self.d, W.shape[1], torch.float64, X64.numel() * 8)
                 return torch.nn.functional.linear(X64, W.to(torch.float64).T.contiguous()).to(out_dtype)
         saved = (self._cols, self._XA, self._pad)
         rows = torch.nonzero(W.abs().sum(1) > 0).flatten()
@@ -189,6 +224,8 @@ class InMemoryDesign:
         M = self.X if (full or self._pad or self._cols is None) else self._matrix()
         m = M.shape[1]
         X64 = self._exact_copy() if exact and M is self.X else None
+        self.work.add(self.n, m, R.shape[1], torch.float64 if exact else self.dtype,
+                      M.numel() * (8 if X64 is not None else M.element_size()))
         if X64 is not None:
             G = self.comm.sum_(thin_rt_x(R.to(torch.float64), X64).contiguous(), "X^T R").T
             return G[self._cols] if (self._pad and not full) else G
@@ -214,11 +251,15 @@ class InMemoryDesign:
             ``[X_rc, 1]^T diag(weights) [X_rc, 1]`` (not divided by ``n``), computed in
             the compute dtype, ``X_rc`` being the standardised ``X[rows][:, cols]``.
         """
+        for i, (rows, _, cols) in enumerate(requests):
+            self.work.add(rows.numel(), cols.numel() + 1, cols.numel() + 1, self.dtype,
+                          rows.numel() * cols.numel() * self.X.element_size(), product=i == 0)
         out = [_weighted_gram(self.X[rows[:, None], cols[None, :]], wts) for rows, wts, cols in requests]
         return self.comm.sum_all_(out, "the weighted Gram matrices")
 
     def gram(self) -> torch.Tensor:
         d = self.d
+        self.work.add(self.n, d, d, self.dtype, self.n * d * self.X.element_size())
         G = torch.zeros(d + 1, d + 1, dtype=torch.float64, device=self.device)
         for s in range(0, self.n, self.block):
             Xb = self.X[s : s + self.block]
@@ -263,6 +304,11 @@ class StreamingDesign(InMemoryDesign):
         self._XA = None
         self._pad = False
         self.passes = 0
+        self.work = WorkCount()
+        try:  # bytes per stored feature value (float32 in a feature store)
+            self.reader_item_bytes = int(np.dtype(getattr(reader, "dtype", None) or np.float32).itemsize)
+        except TypeError:
+            self.reader_item_bytes = 4
 
     def set_columns(self, A: torch.Tensor | None) -> None:
         self._cols = None if (A is None or A.numel() == self.d) else A
@@ -308,6 +354,8 @@ class StreamingDesign(InMemoryDesign):
     def mv(self, V: torch.Tensor, exact: bool = False, out_dtype: torch.dtype = torch.float64) -> torch.Tensor:
         out = torch.empty(self.n, V.shape[1], dtype=out_dtype, device=self.device)
         dt = torch.float64 if exact else self.dtype
+        m = self.d if self._cols is None else self._cols.numel()
+        self.work.add(self.n, m, V.shape[1], dt, self.n * self.d * self.reader_item_bytes)
         Vc = V.to(dt)
         for s, Xb in self.blocks():
             if self._cols is not None:
@@ -320,6 +368,7 @@ class StreamingDesign(InMemoryDesign):
         m = self.d if cols is None else cols.numel()
         acc = torch.zeros(R.shape[1], m, dtype=torch.float64, device=self.device)
         dt = torch.float64 if exact else self.dtype
+        self.work.add(self.n, m, R.shape[1], dt, self.n * self.d * self.reader_item_bytes)
         for s, Xb in self.blocks():
             if cols is not None:
                 Xb = Xb.index_select(1, cols)
@@ -329,6 +378,9 @@ class StreamingDesign(InMemoryDesign):
     def weighted_grams(self, requests: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
         """As :meth:`InMemoryDesign.weighted_grams`, in one pass over the reader."""
         out = [torch.zeros(c.numel() + 1, c.numel() + 1, dtype=torch.float64, device=self.device) for _, _, c in requests]
+        for i, (rows, _, cols) in enumerate(requests):
+            self.work.add(rows.numel(), cols.numel() + 1, cols.numel() + 1, self.dtype, 0, product=i == 0)
+        self.work.x_bytes += self.n * self.d * self.reader_item_bytes
         for s, Xb in self.blocks():
             e = s + Xb.shape[0]
             for acc, (rows, wts, cols) in zip(out, requests):
@@ -339,6 +391,7 @@ class StreamingDesign(InMemoryDesign):
 
     def gram(self) -> torch.Tensor:
         d = self.d
+        self.work.add(self.n, d, d, self.dtype, self.n * d * self.reader_item_bytes)
         G = torch.zeros(d + 1, d + 1, dtype=torch.float64, device=self.device)
         for s, Xb in self.blocks():
             b = Xb.shape[0]

@@ -585,7 +585,13 @@ def elastic_net_path(
             (:mod:`debuggable.glm.checkpoint`).
 
     Returns:
-        a :class:`GLMPath` over all ``D`` features.
+        a :class:`GLMPath` over all ``D`` features. Its ``info["work"]`` holds, per
+        lambda, what the solver did on this rank's rows: the products' multiply-add
+        FLOPs by dtype (``flops_float32``, ``flops_float64``), the bytes of ``X`` they
+        read (``x_bytes``), the number of products (each a pass over the rows), the
+        working-set size, inner steps and certificates (``None`` for lambdas resumed
+        from a checkpoint; ``info["work_setup"]`` is the work before the first lambda).
+        ``benchmarks/glm_cost_model.py`` fits its time model on these counts.
 
     Raises:
         DebuggableError: on bad input (nothing is computed or written then).
@@ -654,6 +660,8 @@ def _elastic_net_path(X, y, t_start, budget, *, family, alpha, n_lambdas, lambda
             start = len(saved)
         if verbose and comm.is_root:
             print(f"[glm] checkpoint {ckpt.dir}: {note}" + (f", resuming at lambda {start + 1} of {L}" if saved else ""))
+    setup_work = design.work.snapshot()  # before the first lambda: the Gram matrix, lambda_max's gradient
+    work: list[dict[str, int] | None] = [None] * start  # per lambda: the products' counted work (WorkCount)
     for i in range(start, L):
         lam = float(grid[i])
         t0 = time.perf_counter()
@@ -668,7 +676,10 @@ def _elastic_net_path(X, y, t_start, budget, *, family, alpha, n_lambdas, lambda
         W_prev, b_prev, Z_prev = W.clone(), b.clone(), Zcur
         if prev_point is not None and Zcur is not None and _EXTRAPOLATE:
             W, b, Zcur = _extrapolate(datafit, penalty, lam, (W, b, Zcur, lam_prev), prev_point)
+        before = design.work.snapshot()
         W, b, info = sol.solve(lam, W, b, A, tol=tol, kkt_tol=kkt_tol, max_iter=max_iter, deadline=deadline, Z=Zcur)
+        work.append({key: v - before[key] for key, v in design.work.snapshot().items()}
+                    | {"working_set": int(A.numel()), "inner": int(info.n_inner), "certificates": int(info.n_certificates)})
         cert = info.cert
         Zcur = cert.Z
         keep_z = comm.all_true(Z_prev is not None and Z_prev.numel() * Z_prev.element_size() <= _EXTRAPOLATE_BYTES,
@@ -736,6 +747,9 @@ def _elastic_net_path(X, y, t_start, budget, *, family, alpha, n_lambdas, lambda
         "resumed_lambdas": start,
         "memory": P.stream_mem,
         "passes": getattr(design, "passes", None),  # streaming: passes over the rows (each rank's)
+        # per lambda, this rank's products with X: FLOPs by dtype, bytes of X read, count
+        "work": work,
+        "work_setup": setup_work,
     }
     info_dict["constant_features_skipped"] = []
     result = GLMPath(
