@@ -22,8 +22,9 @@ def cost_model(monkeypatch):
     monkeypatch.delitem(sys.modules, "glm_cost_model", raising=False)
 
 
-def _synthetic_results(path: Path, truth: np.ndarray, rng) -> None:
-    """glm_path.py-shaped records whose times follow ``truth`` exactly."""
+def _synthetic_results(path: Path, truth: np.ndarray, ratio: float, rng) -> None:
+    """glm_path.py-shaped records whose times follow ``truth`` exactly (float64 FLOPs
+    weighing ``ratio`` float32 ones)."""
     lines = []
     for size in ("2000x64x10", "3000x128x25", "1000x256x300"):
         n, d, k = (int(v) for v in size.split("x"))
@@ -34,9 +35,9 @@ def _synthetic_results(path: Path, truth: np.ndarray, rng) -> None:
                       "x_bytes": 0, "products": int(rng.integers(2, 40)), "working_set": int(rng.integers(5, d)),
                       "inner": int(rng.integers(0, 300)), "certificates": int(rng.integers(1, 3)),
                       "n_iter": int(rng.integers(0, 20))}
-            from glm_cost_model import features
+            from glm_cost_model import features, predict
 
-            t = float(features(detail, n, k) @ truth)
+            t = float(predict(features(detail, n, k)[None, :], truth, ratio)[0])
             total += t
             lines.append({"kind": "lambda", "size": size, "solver": "debuggable", "run": 0, "condition": "quiet",
                           "index": i, "time": t, "solver_detail": detail})
@@ -49,11 +50,11 @@ def _synthetic_results(path: Path, truth: np.ndarray, rng) -> None:
 
 
 def test_the_fit_recovers_the_rates_that_made_the_times(cost_model, tmp_path):
-    truth = np.array([1 / 20e9, 1 / 8e9, 2e-9, 3e-10, 1e-3])  # s per unit of each regressor
-    _synthetic_results(tmp_path / "runs.jsonl", truth, np.random.default_rng(0))
+    truth = np.array([1 / 20e9, 2e-9, 3e-10, 1e-3])  # s per unit of each regressor
+    _synthetic_results(tmp_path / "runs.jsonl", truth, 2.0, np.random.default_rng(0))
     runs = cost_model.load([str(tmp_path / "runs.jsonl")], threads=2)
     assert sorted(runs) == ["1000x256x300", "2000x64x10", "3000x128x25"]
-    np.testing.assert_allclose(cost_model.fit(runs), truth, rtol=1e-6)
+    np.testing.assert_allclose(cost_model.fit(runs, 2.0), truth, rtol=1e-6)
     assert cost_model.load([str(tmp_path / "runs.jsonl")], threads=1) == {}
 
 
