@@ -117,6 +117,32 @@ def test_torchrun_extract_then_fit_equals_the_single_process_run(extracted, tmp_
     assert again.returncode == 0 and "[extract] up to date, skipped" in again.stdout
 
 
+def test_two_torchrun_nodes_on_loopback_fit_the_same_path(extracted):
+    """The multi-node command (`--nnodes 2`, c10d rendezvous), two launchers of one
+    process each on this machine, sharing the run directory as nodes share a file system."""
+    import socket
+
+    run = extracted
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                               f"--node_rank={r}", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
+                               "--rdzv_id=fit-test", "-m", "debuggable", "fit", str(run.path), "--no-progress", "--force"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in range(2)]
+    outs = [p.communicate(timeout=200) for p in nodes]
+    assert all(p.returncode == 0 for p in nodes), outs
+    assert sum(out.count("[fit] done on 2 processes") for out, _ in outs) == 1  # one rank 0, on one node
+    got = GLMPath.load(run.path / "glm")
+    assert got.info["world_size"] == 2
+    want = _oracle(run)
+    _same_path(got, want)
+    for i in range(len(want)):
+        assert np.array_equal(got.coef[i] != 0, want.coef[i] != 0) or np.abs(got.coef[i] - want.coef[i]).max() < 1e-6
+
+
 def test_torchrun_refuses_other_stages(extracted):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "debuggable",
