@@ -63,11 +63,24 @@ def _same_path(got: GLMPath, want: GLMPath, radius_slack: float = 2.0) -> None:
         assert np.linalg.norm(W1 - W2) <= bound + 1e-9, (i, np.linalg.norm(W1 - W2), bound)
 
 
+def _same_support(got: GLMPath, want: GLMPath) -> None:
+    """Same nonzero pattern at every lambda, unless the coefficients agree to 1e-6 anyway."""
+    for i in range(len(want)):
+        assert np.array_equal(got.coef[i] != 0, want.coef[i] != 0) or np.abs(got.coef[i] - want.coef[i]).max() < 1e-6
+
+
+_ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+def _torchrun_cmd(run: RunDirectory, launch: tuple[str, ...], stage: str, *extra: str) -> list[str]:
+    """``torchrun <launch> -m debuggable <stage> RUN --no-progress <extra>`` as an argv."""
+    return [sys.executable, "-m", "torch.distributed.run", *launch, "-m", "debuggable", stage, str(run.path),
+            "--no-progress", *extra]
+
+
 def _torchrun(run: RunDirectory, *extra: str, stage: str = "fit", timeout: float = 200) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "debuggable",
-           stage, str(run.path), "--no-progress", *extra]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    cmd = _torchrun_cmd(run, ("--standalone", "--nproc_per_node=2"), stage, *extra)
+    return subprocess.run(cmd, cwd=ROOT, env=_ONE_THREAD, capture_output=True, text=True, timeout=timeout)
 
 
 def test_torchrun_fit_on_two_processes_equals_the_single_process_path(extracted):
@@ -83,8 +96,7 @@ def test_torchrun_fit_on_two_processes_equals_the_single_process_path(extracted)
     assert not (run.path / "glm" / "checkpoint").exists()
     want = _oracle(run)
     _same_path(got, want)
-    for i in range(len(want)):
-        assert np.array_equal(got.coef[i] != 0, want.coef[i] != 0) or np.abs(got.coef[i] - want.coef[i]).max() < 1e-6
+    _same_support(got, want)
     np.testing.assert_allclose(got.val_accuracy, want.val_accuracy, atol=2.0 / len(open_store(run).split("val")))
     again = _torchrun(run)
     assert again.returncode == 0 and "[fit] up to date, skipped" in again.stdout
@@ -111,8 +123,7 @@ def test_torchrun_extract_then_fit_equals_the_single_process_run(extracted, tmp_
     assert fitted.returncode == 0, fitted.stdout + fitted.stderr
     got, want = GLMPath.load(two.path / "glm"), _oracle(one)
     _same_path(got, want)
-    for i in range(len(want)):
-        assert np.array_equal(got.coef[i] != 0, want.coef[i] != 0) or np.abs(got.coef[i] - want.coef[i]).max() < 1e-6
+    _same_support(got, want)
     again = _torchrun(two, stage="extract")
     assert again.returncode == 0 and "[extract] up to date, skipped" in again.stdout
 
@@ -126,11 +137,10 @@ def test_two_torchrun_nodes_on_loopback_fit_the_same_path(extracted):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
-                               f"--node_rank={r}", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
-                               "--rdzv_id=fit-test", "-m", "debuggable", "fit", str(run.path), "--no-progress", "--force"],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    launch = ("--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
+              "--rdzv_id=fit-test")
+    nodes = [subprocess.Popen(_torchrun_cmd(run, (*launch, f"--node_rank={r}"), "fit", "--force"), cwd=ROOT,
+                              env=_ONE_THREAD, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r in range(2)]
     outs = [p.communicate(timeout=200) for p in nodes]
     assert all(p.returncode == 0 for p in nodes), outs
@@ -139,8 +149,7 @@ def test_two_torchrun_nodes_on_loopback_fit_the_same_path(extracted):
     assert got.info["world_size"] == 2
     want = _oracle(run)
     _same_path(got, want)
-    for i in range(len(want)):
-        assert np.array_equal(got.coef[i] != 0, want.coef[i] != 0) or np.abs(got.coef[i] - want.coef[i]).max() < 1e-6
+    _same_support(got, want)
 
 
 def test_torchrun_refuses_other_stages(extracted):
