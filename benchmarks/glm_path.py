@@ -471,6 +471,28 @@ def bench_one(label: str, make_data, args, device: torch.device) -> dict:
     return results
 
 
+SOLVERS = ("debuggable", "glmnet", "glm_saga", "sklearn")
+
+
+def check_solvers(names):
+    """Fail before any data is made or timed when a named solver cannot run: an unknown
+    name, glm-saga or scikit-learn not installed, or glmnet's environment not buildable
+    (it is built here, up front, so its minute of compiling is outside every timing)."""
+    import importlib.util
+
+    for name in names:
+        if name not in SOLVERS:
+            raise SystemExit(f"--solvers: unknown solver {name!r} (choose from {', '.join(SOLVERS)})")
+    for name, module in (("glm_saga", "glm_saga"), ("sklearn", "sklearn")):
+        if name in names and importlib.util.find_spec(module) is None:
+            raise SystemExit(f"--solvers {name}: the {module} package is not installed "
+                             f"(pip install -e '.[bench]' installs the benchmark's references)")
+    if "glmnet" in names:
+        from glmnet_env import ensure_glmnet_env
+
+        ensure_glmnet_env(say)
+
+
 def run_solver(name, Xs, y, grid, k, args, device):
     """One solver's path: ``(sols, total seconds, extra)``, or ``None`` when it does not apply."""
     if name == "debuggable":
@@ -654,6 +676,8 @@ def main(argv=None):
     args.solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
     device = torch.device(args.device)
     sizes = args.size if args.size else ([] if (args.npz or args.store or args.project) else ["small", "medium"])
+    if sizes or args.npz or args.store:
+        check_solvers(args.solvers)
     if args.project:
         say(f"\n== projection of the {args.project_shape} case from row subsets")
         projection(args, device)

@@ -216,3 +216,22 @@ def test_glmnet_solves_the_same_problem(glm_path, capsys):
         assert abs(ours[i]["objective"] - theirs[i]["objective"]) <= 1e-5 * abs(ours[i]["objective"])
     (summary,) = _rows(out.out, "summary")
     assert summary["reference"] == "glmnet" and summary["whole_path_every_run"]
+
+
+def test_an_unknown_solver_is_refused_before_any_work(glm_path, capsys):
+    with pytest.raises(SystemExit, match="unknown solver 'glmnett'.*choose from debuggable, glmnet"):
+        glm_path.main(["--size", "400x8x3", "--solvers", "debuggable,glmnett", "--verbose", "0"])
+    assert capsys.readouterr().out == ""  # no solver ran, nothing was timed
+
+
+def test_a_reference_that_cannot_be_built_fails_before_our_path_runs(glm_path, monkeypatch, capsys):
+    import glmnet_env
+
+    def no_compiler(log):
+        raise SystemExit("--solvers glmnet: building python-glmnet needs a Fortran compiler")
+
+    monkeypatch.setattr(glmnet_env, "ensure_glmnet_env", no_compiler)
+    with pytest.raises(SystemExit, match="Fortran compiler"):
+        glm_path.main(["--size", "400x8x3", "--n-lambdas", "3", "--solvers", "debuggable,glmnet", "--verbose", "0"])
+    # the message comes before our path's minutes, not after them
+    assert _rows(capsys.readouterr().out, "solver") == []
