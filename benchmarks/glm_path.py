@@ -483,9 +483,9 @@ def check_solvers(names):
     for name in names:
         if name not in SOLVERS:
             raise SystemExit(f"--solvers: unknown solver {name!r} (choose from {', '.join(SOLVERS)})")
-    for name, module in (("glm_saga", "glm_saga"), ("sklearn", "sklearn")):
-        if name in names and importlib.util.find_spec(module) is None:
-            raise SystemExit(f"--solvers {name}: the {module} package is not installed "
+    for module in ("glm_saga", "sklearn"):  # each named as its solver is
+        if module in names and importlib.util.find_spec(module) is None:
+            raise SystemExit(f"--solvers {module}: the {module} package is not installed "
                              f"(pip install -e '.[bench]' installs the benchmark's references)")
     if "glmnet" in names:
         from glmnet_env import ensure_glmnet_env
