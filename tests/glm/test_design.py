@@ -118,3 +118,26 @@ def test_a_path_records_its_work_per_lambda_and_a_streamed_one_counts_one_produc
     assert reader.passes == total + 1
     assert len(mem.info["work"]) == len(mem)
     assert all(w["flops_float32"] + w["flops_float64"] > 0 and w["working_set"] > 0 for w in mem.info["work"][1:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_standardize_block_with_and_without_scratch_is_numpys_float64_standardisation(dtype):
+    from debuggable.glm._design import standardize_block
+
+    rng = np.random.default_rng(3)
+    X = (rng.normal(size=(37, 11)) * 5 + 1e3).astype(np.float32)
+    mean, std = X.astype(np.float64).mean(0), X.astype(np.float64).std(0)
+    want = ((X.astype(np.float64) - mean) / std).astype(torch.empty(0, dtype=dtype).numpy().dtype)
+    blk = torch.as_tensor(X.copy())
+    scratch = torch.full((40 * 11,), np.nan, dtype=torch.float64)
+    m, s = torch.as_tensor(mean), torch.as_tensor(std)
+    for rows in (37, 5):  # a full block, then a shorter last block in the same scratch
+        got = standardize_block(blk[:rows], m, s, dtype, scratch)
+        assert got.dtype == dtype and got.shape == (rows, 11)
+        assert np.array_equal(got.numpy(), want[:rows])  # the same bits as NumPy's float64 arithmetic
+        assert np.array_equal(standardize_block(blk[:rows], m, s, dtype).numpy(), want[:rows])
+    assert np.array_equal(blk.numpy(), X)  # the input block is left as it was
+    # a result never shares the scratch: the next block must not overwrite a block in use
+    first = standardize_block(blk[:5], m, s, dtype, scratch)
+    standardize_block(blk[5:10], m, s, dtype, scratch)
+    assert np.array_equal(first.numpy(), want[:5])

@@ -214,14 +214,14 @@ def streaming_memory(n: int, d: int, k: int, itemsize: int, work_itemsize: int, 
         * ``blocks``: per row of a block (``per_row`` bytes), with two blocks in flight
           (the one in use and the one the background thread reads and standardises):
           the raw block in its dtype twice (three times on CUDA, with the pinned
-          staging copy), the float64 standardisation's two temporaries, three blocks
+          staging copy), the float64 standardisation's temporary, three blocks
           in the compute dtype (the two standardised blocks and the working-set
           columns of the current one) and the float64 promotion for certificate
           products; plus one stored chunk (read whole once to check its checksum);
         * ``val``: the standardised validation rows and their predictions.
     """
     copies = 3 if (device is not None and device.type == "cuda") else 2
-    per_row = d * (copies * source_itemsize + 2 * 8 + 3 * itemsize + 8)
+    per_row = d * (copies * source_itemsize + 8 + 3 * itemsize + 8)
     parts = {
         "work": _STREAM_WORK_ARRAYS * n * k * work_itemsize,
         "gram": 4 * (d + 1) ** 2 * 8,
