@@ -131,6 +131,7 @@ def _fit_child(argv: list[str]) -> int:
     ap.add_argument("--lambda-min-ratio", type=float, default=0.05)
     ap.add_argument("--tol", type=float, default=1e-6)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--verbose", type=int, default=0)
     a = ap.parse_args(argv)
     import torch
 
@@ -162,7 +163,8 @@ def _fit_child(argv: list[str]) -> int:
     t0 = time.perf_counter()
     dev = f"cuda:{torch.cuda.current_device()}" if a.device.startswith("cuda") and a.world > 1 else a.device
     path = elastic_net_path(X, y, n_lambdas=a.n_lambdas, lambda_min_ratio=a.lambda_min_ratio, tol=a.tol,
-                            memory_limit=a.memory_limit, solver=a.solver, process_group=group, device=dev)
+                            memory_limit=a.memory_limit, solver=a.solver, process_group=group, device=dev,
+                            verbose=a.verbose if a.rank == 0 else 0)
     seconds = time.perf_counter() - t0
     rss1, hwm1 = _hwm()
     out = Path(a.out)
@@ -192,10 +194,12 @@ def _run_fit(store: str, world: int, threads: int, extra: list[str], timeout: fl
     """Start ``world`` fit processes on the store; returns (wall seconds, per-rank records, rank 0's path)."""
     out = Path(tempfile.mkdtemp(prefix="glm_scale_"))
     port = _free_port()
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    # the solver's progress lines (--verbose) go to stderr as they come; stdout stays JSON
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     t0 = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, str(HERE), "_fit", store, str(out), "--rank", str(r), "--world",
-                               str(world), "--port", str(port), "--threads", str(threads), *extra], env=env)
+                               str(world), "--port", str(port), "--threads", str(threads), *extra], env=env,
+                              stdout=sys.stderr)
              for r in range(world)]
     try:
         codes = [p.wait(timeout=timeout) for p in procs]
@@ -229,7 +233,7 @@ def _compare(a: dict, b: dict) -> dict:
 
 def _fit_args(args) -> list[str]:
     return ["--n-lambdas", str(args.n_lambdas), "--lambda-min-ratio", str(args.lambda_min_ratio), "--tol",
-            str(args.tol), "--device", args.device]
+            str(args.tol), "--device", args.device, "--verbose", str(args.verbose)]
 
 
 def out_of_core(args) -> None:
@@ -311,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--device", default="cpu")
         p.add_argument("--timeout", type=float, default=3600)
         p.add_argument("--memory-limit", type=int, default=None, help="bytes (default: half the store)")
+        p.add_argument("--verbose", type=int, default=0,
+                       help="the solver's progress on stderr (rank 0): 1 a line per lambda, 2 per outer step")
 
     oc = sub.add_parser("out-of-core", help="the path on a store twice the memory limit, peak RSS measured")
     oc.add_argument("--store", required=True)
