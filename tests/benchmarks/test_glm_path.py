@@ -235,3 +235,22 @@ def test_a_reference_that_cannot_be_built_fails_before_our_path_runs(glm_path, m
         glm_path.main(["--size", "400x8x3", "--n-lambdas", "3", "--solvers", "debuggable,glmnet", "--verbose", "0"])
     # the message comes before our path's minutes, not after them
     assert _rows(capsys.readouterr().out, "solver") == []
+
+
+def test_saga_timeout_stops_glm_saga_inside_a_lambda_and_bounds_its_path(glm_path, capsys):
+    # tol 0: glm-saga never meets its stopping rule, so only the timeout can end its first lambda
+    glm_path.main(["--size", "2000x20x5", "--n-lambdas", "3", "--solvers", "debuggable,glm_saga", "--threads", "1",
+                   "--saga-tol", "0", "--saga-timeout", "1.5", "--verbose", "0"])
+    out = capsys.readouterr()
+    saga = next(r for r in _rows(out.out, "solver") if r["solver"] == "glm_saga")
+    ours = next(r for r in _rows(out.out, "solver") if r["solver"] == "debuggable")
+    assert saga["timed_out"] is True and saga["n_lambdas_done"] == 0
+    assert 1.5 <= saga["total_time"] < 10 and saga["unfinished_lambda_s"] == saga["total_time"]
+    (summary,) = _rows(out.out, "summary")
+    assert summary["lambdas_compared"] == 0 and summary["whole_path_every_run"] is False
+    # its time spent, the unfinished lambda included, over our whole path's
+    assert summary["median_speedup"] == pytest.approx(saga["total_time"] / ours["total_time"])
+    assert "stopped by --saga-timeout" in out.err
+    import signal
+
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # the timer is off again
