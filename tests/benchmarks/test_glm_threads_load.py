@@ -1,0 +1,42 @@
+"""Smoke test of ``benchmarks/glm_threads_load.py`` (tiny shape, one round)."""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture()
+def threads_load(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    threads = torch.get_num_threads()
+    import glm_threads_load
+
+    yield glm_threads_load
+    monkeypatch.delitem(sys.modules, "glm_threads_load", raising=False)
+    torch.set_num_threads(threads)
+
+
+def test_chunked_products_are_the_plain_product(threads_load):
+    gen = torch.Generator().manual_seed(1)
+    X, W, R = torch.randn(103, 7, generator=gen), torch.randn(7, 3, generator=gen), torch.randn(103, 3, generator=gen)
+    with ThreadPoolExecutor(2) as pool:
+        for chunks in (1, 2, 5):
+            G = threads_load.products_chunked(X, W, R, 2, chunks, pool)
+            torch.testing.assert_close(G, X.T @ R, rtol=1e-5, atol=1e-5)
+
+
+def test_every_way_quiet_and_loaded_against_openmp_quiet(threads_load):
+    rows = threads_load.main(["--shape", "3000x16x3", "--reps", "3", "--rounds", "1", "--chunks", "2", "4"])
+    assert [(r["way"], r["competitors"]) for r in rows] == [
+        (w, c) for w in ("omp2", "omp1", "chunk2", "chunk4") for c in (0, 1)]
+    assert rows[0]["over_omp2_quiet"] == 1.0
+    for r in rows:
+        assert r["median_s"] > 0 and r["all_s"] == [r["median_s"]] and r["over_omp2_quiet"] > 0
