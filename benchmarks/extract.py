@@ -52,6 +52,7 @@ from torch import nn
 
 from debuggable.data.base import ImageArrayDataset
 from debuggable.features import FeatureStore, extract_features
+from debuggable.features.extract import _resolve_amp
 from debuggable.models.backbone import Backbone, BackboneOutput
 
 
@@ -180,25 +181,24 @@ def _images(n: int, size: int, seed: int = 0) -> ImageArrayDataset:
     return ImageArrayDataset(img, labels, [f"c{i}" for i in range(10)], name=f"random{size}")
 
 
-def _bare_forward(backbone: Backbone, batches: list[torch.Tensor], amp: str | None = None,
+def _bare_forward(backbone: Backbone, batches: list[torch.Tensor], amp_dtype: torch.dtype | None = None,
                   channels_last: bool = False) -> tuple[float, float]:
     """(wall seconds, process CPU seconds) of the forward passes alone.
 
-    ``amp`` ("bf16" or "fp16") runs them under autocast and ``channels_last`` converts the
-    model and each input batch to that memory format, as the extractor does.
+    ``amp_dtype`` (bfloat16 or float16) runs them under autocast and ``channels_last``
+    converts the model and each input batch to that memory format, as the extractor does.
     """
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     backbone.to(memory_format=fmt)
     dev = backbone.device
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     c0, t0 = time.process_time(), time.perf_counter()
     with torch.inference_mode():
         for x in batches:
             x = backbone.prepare(x).contiguous(memory_format=fmt)
-            if dtype is None:
+            if amp_dtype is None:
                 out = backbone.forward_prepared(x)
             else:
-                with torch.autocast(device_type=dev.type, dtype=dtype):
+                with torch.autocast(device_type=dev.type, dtype=amp_dtype):
                     out = backbone.forward_prepared(x)
             out.features.sum().item()  # make sure the work happened (and wait for the device)
     return time.perf_counter() - t0, time.process_time() - c0
@@ -225,8 +225,11 @@ def bench_extract(case: str, backbone: Backbone, dataset, batch_size: int, repea
     """
     backbone.eval()
     batches = [dataset.batch(np.arange(lo, min(lo + batch_size, len(dataset))))[0] for lo in range(0, len(dataset), batch_size)]
-    amp, channels_last = kw.get("amp"), bool(kw.get("channels_last"))
-    amp = None if amp in (None, False) else amp
+    # the bare forward runs in the settings the extractor will pick (its defaults differ on CUDA)
+    amp = _resolve_amp(kw.get("amp"), backbone.device)
+    channels_last = kw.get("channels_last")
+    if channels_last is None:
+        channels_last = backbone.device.type == "cuda" and backbone.modality == "image"
     _bare_forward(backbone, batches[:1], amp, channels_last)  # warm-up (allocator, oneDNN primitives)
     if baseline_fp32:
         _bare_forward(backbone, batches[:1])
@@ -252,7 +255,7 @@ def bench_extract(case: str, backbone: Backbone, dataset, batch_size: int, repea
         "bench": "extract",
         "case": case,
         "device": str(backbone.device),
-        "amp": amp,
+        "amp": None if amp is None else str(amp).replace("torch.", ""),
         "channels_last": channels_last,
         "n": len(dataset),
         "batch_size": batch_size,
@@ -277,19 +280,26 @@ def bench_extract(case: str, backbone: Backbone, dataset, batch_size: int, repea
     }
 
 
-def _agreement_with_fp32(backbone: Backbone, dataset, batch_size: int, reader) -> dict:
-    """How far the stored (autocast) features are from a float32 forward pass of the same images.
-
-    Returns ``features_rel_err`` (Frobenius norm of the difference over that of the
-    float32 features) and ``argmax_agree`` (share of images whose largest feature is the same).
-    """
+def _fp32_features(backbone: Backbone, dataset, batch_size: int) -> np.ndarray:
+    """(N, feature_dim) features of ``dataset`` from a plain float32, contiguous forward pass."""
     backbone.to(memory_format=torch.contiguous_format)
     ref = []
     with torch.inference_mode():
         for lo in range(0, len(dataset), batch_size):
             x = dataset.batch(np.arange(lo, min(lo + batch_size, len(dataset))))[0]
             ref.append(backbone(x).features.float().cpu().numpy())
-    ref = np.concatenate(ref)
+    return np.concatenate(ref)
+
+
+def _agreement_with_fp32(backbone: Backbone, dataset, batch_size: int, reader, ref: np.ndarray | None = None) -> dict:
+    """How far the stored (autocast) features are from a float32 forward pass of the same images.
+
+    ``ref``: that pass's features, when already computed (``_fp32_features``). Returns
+    ``features_rel_err`` (Frobenius norm of the difference over that of the float32
+    features) and ``argmax_agree`` (share of images whose largest feature is the same).
+    """
+    if ref is None:
+        ref = _fp32_features(backbone, dataset, batch_size)
     got = reader.read("features")
     err = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
     return {"features_rel_err": round(err, 6), "argmax_agree": round(float(np.mean(got.argmax(1) == ref.argmax(1))), 4)}
@@ -409,10 +419,11 @@ def main() -> None:
             # amp/channels_last named explicitly: their defaults differ between CPU and CUDA.
             print(json.dumps(bench_extract("resnet50-sized-fp32", net, data, bs, args.repeats, root, chunk_rows=4 * bs,
                                            device=device, amp=False, channels_last=False)), flush=True)
+            ref = _fp32_features(net, data, bs)
             for case, amp in (("resnet50-sized-fp32-channels-last", False), ("resnet50-sized-bf16-channels-last", "bf16")):
                 line = bench_extract(case, net, data, bs, args.repeats, root, chunk_rows=4 * bs, device=device,
                                      amp=amp, channels_last=True, baseline_fp32=True)
-                line.update(_agreement_with_fp32(net, data, bs, FeatureStore(root / "fs").split("train")))
+                line.update(_agreement_with_fp32(net, data, bs, FeatureStore(root / "fs").split("train"), ref))
                 print(json.dumps(line), flush=True)
             del net, data
         if "read" not in args.skip:
