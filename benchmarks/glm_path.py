@@ -199,7 +199,8 @@ def run_debuggable(Xs, y, grid, alpha, device, budget, dtype, verbose=1, threads
     total = time.perf_counter() - t0
     sols = [(torch.as_tensor(path.coef[i].T), torch.as_tensor(path.intercept[i]), float(path.time[i])) for i in range(len(path))]
     extra = {"converged": bool(path.converged.all()), "outer_iterations": int(path.n_iter.sum()), "solver_kkt_rel_max": float(path.kkt.max()),
-             "solver_gap_rel_max": float(path.gap.max()), "thread_counts": path.info.get("threads"),
+             "solver_gap_rel_max": float(path.gap.max()), "thread_counts": path.info.get("threads"), "row_workers": path.info.get("row_workers"),
+             "row_chunked_products": path.info.get("row_chunked_products"),
              # per lambda: outer iterations and the products' counted work (the cost model's input)
              "per_lambda": [{"n_iter": int(path.n_iter[i]), **(path.info["work"][i] or {})} for i in range(len(path))],
              "work_setup": path.info.get("work_setup")}
@@ -671,6 +672,9 @@ def main(argv=None):
                     help="run our solver on exactly --threads threads (no ThreadBudget)")
     ap.add_argument("--runs", type=int, default=1, help="repeat every solver this many times (round robin); "
                     "the summary gives medians")
+    ap.add_argument("--no-row-workers", action="store_true",
+                    help="our solver: when the thread budget sees a competitor, drop to one torch thread without "
+                         "the row-chunk workers (the behaviour before 2026-12-07, for comparison)")
     ap.add_argument("--load", type=int, default=0,
                     help="also run every solver with this many CPU-bound competing processes and report "
                          "loaded / quiet time")
@@ -706,6 +710,10 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if args.fixed_threads and not args.threads:
         raise SystemExit("--fixed-threads: give --threads N too")
+    if args.no_row_workers:
+        from debuggable._threads import ThreadBudget
+
+        ThreadBudget.ROW_WORKERS = False
     args.solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
     device = torch.device(args.device)
     sizes = args.size if args.size else ([] if (args.npz or args.store or args.project) else ["small", "medium"])

@@ -205,3 +205,67 @@ def test_one_cpu_thread_inside_a_budget_restores_the_budget_count(clock):
         with one_cpu_thread(torch.device("cpu")):
             assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == budget.threads == 2
+
+
+def test_row_chunks_cover_the_rows_in_order_and_run_on_the_workers():
+    import threading
+
+    from debuggable._threads import RowChunks
+
+    rows = RowChunks()
+    assert rows.bounds(10_000) == [(0, 10_000)]  # one worker: one chunk
+    rows.set_workers(2)
+    for n, max_rows in [(10_000, None), (10_001, 3000), (1500, None), (1, None)]:
+        b = rows.bounds(n, max_rows=max_rows, min_rows=1024)
+        assert b[0][0] == 0 and b[-1][1] == n and all(e0 == s1 for (_, e0), (s1, _) in zip(b, b[1:]))
+        assert all(e > s for s, e in b)
+        if max_rows:
+            assert all(e - s <= max_rows for s, e in b)
+    assert len(rows.bounds(10_000, min_rows=1024)) == 2 * RowChunks.CHUNKS_PER_WORKER
+    assert len(rows.bounds(1500, min_rows=1024)) == 1  # too few rows to split
+    try:
+        out = list(rows.map(lambda s, e: (s, e, threading.current_thread().name, torch.get_num_threads()),
+                            rows.bounds(10_000)))
+    finally:
+        rows.close()
+    assert [o[:2] for o in out] == rows.bounds(10_000)
+    assert all(o[2].startswith("debuggable-rows") and o[3] == 1 for o in out)  # one torch thread per worker
+    rows.set_workers(1)
+    assert [o[2] for o in rows.map(lambda s, e: (s, e, threading.current_thread().name), [(0, 5), (5, 9)])] \
+        == [threading.current_thread().name] * 2
+
+
+def test_budget_turns_the_row_workers_on_only_while_it_holds_torch_at_one_thread(clock):
+    clock.others = 1.0
+    with ThreadBudget("cpu", interval=0.5) as budget:
+        assert budget.threads == 1 and budget.rows.workers == 2
+        clock.advance(1.0, others=0.0, own=1.5)  # the competitor leaves
+        assert budget.update() == 2 and budget.rows.workers == 1
+        clock.advance(1.0, others=1.0, own=1.3)  # and comes back
+        assert budget.update() == 1 and budget.rows.workers == 2
+    assert budget.row_history == [2, 1, 2] and budget.rows.workers == 1  # off after the block
+    with ThreadBudget("cpu", row_workers=False) as budget:
+        assert budget.threads == 1 and budget.rows.workers == 1
+    clock.others = 0.0
+    with ThreadBudget("cpu") as budget:  # quiet: torch's own threads
+        assert budget.threads == 2 and budget.row_history == [1]
+
+
+def test_a_path_beside_a_competitor_runs_its_products_on_the_row_workers(clock):
+    """The budget (fooled by the fake clock into seeing one core taken) turns the workers on;
+    the path's solution is the one-thread path's, to the certificate's tolerance."""
+    from debuggable.glm import elastic_net_path
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((20_000, 100)).astype(np.float32)  # 2M entries: the budget decides
+    y = (X[:, :3] @ np.array([1.0, -1.0, 0.5]) + 0.5 * rng.standard_normal(20_000) > 0).astype(int) \
+        + (X[:, 3] > 1).astype(int)
+    clock.others = 1.0
+    loaded = elastic_net_path(X, y, n_lambdas=4, lambda_min_ratio=0.1)
+    assert loaded.info["threads"] == [1] and loaded.info["row_workers"] == [2]
+    assert loaded.info["row_chunked_products"] > 0
+    plain = elastic_net_path(X, y, n_lambdas=4, lambda_min_ratio=0.1, threads=1)
+    assert plain.info["row_chunked_products"] == 0
+    np.testing.assert_allclose(loaded.objective, plain.objective, rtol=1e-6)
+    assert loaded.converged.all()
+    assert torch.get_num_threads() == 2

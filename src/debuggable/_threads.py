@@ -112,10 +112,24 @@ class ThreadBudget:
         interval: seconds between looks.
         first_look: seconds of the first measurement, taken on entry.
         fixed: run exactly this many threads instead (no measuring).
+        row_workers: while torch runs on one thread and ``max_threads`` are allowed,
+            let :attr:`rows` run the large products on ``max_threads`` worker threads
+            (:class:`RowChunks`); ``False`` keeps everything on torch's one thread.
+            ``None``: the class default :attr:`ROW_WORKERS` (benchmarks flip it to compare).
+
+    Attributes:
+        threads: torch's thread count in force (``None`` while the budget has not set one).
+        history: the thread counts set, in order.
+        rows: the row-chunk workers the design's products use; active only while the
+            budget holds torch at one thread below ``max_threads``.
+        row_history: the worker counts :attr:`rows` was given, in order (1: off).
     """
 
+    #: Whether budgets use row-chunk workers unless told otherwise.
+    ROW_WORKERS = True
+
     def __init__(self, device: torch.device | str = "cpu", max_threads: int | None = None, interval: float = 0.5,
-                 first_look: float = 0.05, fixed: int | None = None):
+                 first_look: float = 0.05, fixed: int | None = None, row_workers: bool | None = None):
         self.device = torch.device(device)
         self.fixed = fixed
         self.max_threads = max_threads
@@ -128,6 +142,9 @@ class ThreadBudget:
         self._last: tuple[float, float, float] | None = None
         self._count_nice = False
         self._active = False
+        self.row_workers = self.ROW_WORKERS if row_workers is None else row_workers
+        self.rows = RowChunks()
+        self.row_history: list[int] = []
 
     def _snapshot(self) -> tuple[float, float, float] | None:
         busy = _proc_stat_busy(self._count_nice)
@@ -160,6 +177,8 @@ class ThreadBudget:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.rows.close()
+        self.rows.set_workers(1)
         if self._saved is not None and self.threads is not None and self.device.type == "cpu":
             torch.set_num_threads(self._saved)
         self._active = False
@@ -192,4 +211,83 @@ class ThreadBudget:
             torch.set_num_threads(threads)
             self.threads = threads
             self.history.append(threads)
+        # one torch thread on a machine where we may run more: the free part of the
+        # second core is still ours if nothing waits at a barrier for it
+        workers = self.max_threads if (self.row_workers and threads == 1 and self.max_threads > 1) else 1
+        if workers != self.rows.workers or not self.row_history:
+            self.rows.set_workers(workers)
+            self.row_history.append(workers)
         return threads
+
+
+class RowChunks:
+    """Products over row chunks on persistent worker threads: parallel work that never
+    waits at a barrier.
+
+    On two cores beside one CPU-bound process, :class:`ThreadBudget` drops torch to one
+    thread (two OpenMP threads would spin at every barrier) and the process then gets
+    one core. Worker threads that each multiply their own rows with torch on one thread
+    and meet only when the product is done get the scheduler's fair share instead:
+    three runnable threads on two cores, 4/3 of a core for this process (measured on
+    the solver's product kernel by ``benchmarks/glm_threads_load.py``).
+
+    The budget turns the workers on (``workers > 1``) only while it runs torch on one
+    thread and could use more; quiet, torch's own threads are faster (5-15% on the same
+    kernel). The chunk bounds depend on ``n`` and the worker count only, so a result is
+    reproducible for a given worker count.
+
+    Attributes:
+        workers: threads in use (1: :meth:`map` runs in the caller).
+        calls: parallel :meth:`map` calls so far (a diagnostic).
+    """
+
+    #: Chunks per worker: a few, so a worker that was descheduled leaves work to the other.
+    CHUNKS_PER_WORKER = 2
+
+    def __init__(self) -> None:
+        self.workers = 1
+        self.calls = 0
+        self._pool = None
+        self._size = 0
+
+    @property
+    def active(self) -> bool:
+        return self.workers > 1
+
+    def set_workers(self, workers: int) -> None:
+        self.workers = max(1, int(workers))
+
+    def bounds(self, n: int, max_rows: int | None = None, min_rows: int = 1024) -> list[tuple[int, int]]:
+        """Row ranges ``[(start, end), ...]`` covering ``0..n``: ``CHUNKS_PER_WORKER`` per
+        worker, none over ``max_rows`` or (where ``n`` allows) under ``min_rows``."""
+        parts = self.workers * self.CHUNKS_PER_WORKER if self.active else 1
+        parts = max(1, min(parts, n // max(1, min_rows)))
+        if max_rows:
+            parts = max(parts, -(-n // max_rows))
+        step = -(-n // parts)
+        return [(s, min(n, s + step)) for s in range(0, n, step)]
+
+    def map(self, fn, chunks: list[tuple[int, int]]):
+        """``fn(start, end)`` for every chunk, results in chunk order (an iterator).
+
+        Runs on the workers when :attr:`active` and there is more than one chunk, else
+        in the calling thread."""
+        if not self.active or len(chunks) < 2:
+            return (fn(s, e) for s, e in chunks)
+        if self._pool is None or self._size != self.workers:
+            self.close()
+            from concurrent.futures import ThreadPoolExecutor
+
+            # each worker runs torch on one intra-op thread (set in the worker itself:
+            # torch's thread count and MKL's are per thread once a thread has used them)
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="debuggable-rows",
+                                            initializer=torch.set_num_threads, initargs=(1,))
+            self._size = self.workers
+        self.calls += 1
+        return self._pool.map(lambda b: fn(*b), chunks)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        self._pool = None
+        self._size = 0

@@ -141,3 +141,71 @@ def test_standardize_block_with_and_without_scratch_is_numpys_float64_standardis
     first = standardize_block(blk[:5], m, s, dtype, scratch)
     standardize_block(blk[5:10], m, s, dtype, scratch)
     assert np.array_equal(first.numpy(), want[:5])
+
+
+@pytest.mark.parametrize("exact", [False, True])
+@pytest.mark.parametrize("cols", [None, "few", "most"])
+def test_products_over_row_chunk_workers_equal_the_single_call_products(exact, cols):
+    """With the budget's row workers on, ``mv``, ``mv_all`` and ``rmv`` run over row chunks
+    on worker threads; the results are NumPy's float64 products (up to the compute
+    dtype's rounding) and the workers really ran them."""
+    import threading
+
+    from debuggable._threads import RowChunks
+
+    rng = np.random.default_rng(3)
+    n, d, k = 5000, 40, 7
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    V = rng.standard_normal((d, k))
+    R = rng.standard_normal((n, k))
+    design = InMemoryDesign(torch.from_numpy(X), None)
+    rows = RowChunks()
+    rows.set_workers(2)
+    seen = set()
+    inner_map = rows.map
+
+    def spying_map(fn, chunks):
+        def record(s, e):
+            seen.add(threading.current_thread().name)
+            return fn(s, e)
+        return inner_map(record, chunks)
+
+    rows.map = spying_map
+    design.rows = rows
+    A = {None: None, "few": torch.tensor([1, 5, 9]), "most": torch.arange(0, d - 2)}[cols]
+    design.set_columns(A)
+    idx = np.arange(d) if A is None else A.numpy()
+    X64 = X.astype(np.float64)
+    tol = 1e-12 if exact else 1e-4
+    try:
+        Z = design.mv(torch.from_numpy(V[idx]), exact=exact).numpy()
+        np.testing.assert_allclose(Z, X64[:, idx] @ V[idx], rtol=tol, atol=tol * 10)
+        G = design.rmv(torch.from_numpy(R), exact=exact).numpy()
+        np.testing.assert_allclose(G, X64[:, idx].T @ R, rtol=tol, atol=tol * 100)
+        Gf = design.rmv(torch.from_numpy(R), exact=exact, full=True).numpy()
+        np.testing.assert_allclose(Gf, X64.T @ R, rtol=tol, atol=tol * 100)
+        Zall = design.mv_all(torch.from_numpy(V), exact=exact).numpy()
+        np.testing.assert_allclose(Zall, X64 @ V, rtol=tol, atol=tol * 10)
+    finally:
+        rows.close()
+    assert seen and all(name.startswith("debuggable-rows") for name in seen)
+    assert rows.calls >= 4
+
+
+def test_row_chunk_products_are_reproducible_and_off_when_inactive():
+    from debuggable._threads import RowChunks
+
+    rng = np.random.default_rng(4)
+    X = torch.from_numpy(rng.standard_normal((6000, 30)).astype(np.float32))
+    R = torch.from_numpy(rng.standard_normal((6000, 5)))
+    design = InMemoryDesign(X, None)
+    design.rows = RowChunks()
+    off = design.rmv(R)
+    assert design.rows.calls == 0  # one worker: a plain call in this thread
+    design.rows.set_workers(2)
+    try:
+        first, second = design.rmv(R), design.rmv(R)
+    finally:
+        design.rows.close()
+    assert torch.equal(first, second)  # fixed chunks, fixed order of the partial sums
+    torch.testing.assert_close(first, off, rtol=1e-5, atol=1e-3)

@@ -28,6 +28,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from debuggable._threads import RowChunks
 from debuggable.errors import DebuggableError
 from debuggable.glm.distributed import Communicator
 
@@ -146,6 +147,17 @@ class InMemoryDesign:
         self._pad = False
         self._X64: torch.Tensor | None = None  # made on the first certificate, see _exact_copy
         self.work = WorkCount()
+        #: row-chunk workers for ``mv``/``rmv`` (:class:`debuggable._threads.RowChunks`), set
+        #: by the path from its thread budget; used only while active and on a CPU
+        self.rows: RowChunks | None = None
+
+    def _chunks(self) -> list[tuple[int, int]] | None:
+        """Row ranges for the workers of :attr:`rows`, or None to multiply in one call."""
+        rows = self.rows
+        if rows is None or not rows.active or self.device.type != "cpu":
+            return None
+        chunks = rows.bounds(self.n, max_rows=self.block, min_rows=_MIN_CHUNK_ROWS)
+        return chunks if len(chunks) > 1 else None
 
     # -- working set ---------------------------------------------------------------
     def set_columns(self, A: torch.Tensor | None) -> None:
@@ -190,12 +202,12 @@ class InMemoryDesign:
         self.work.add(self.n, M.shape[1], V.shape[1], dt, M.numel() * M.element_size())
         if not exact or self.dtype == torch.float64:
             # linear(M, V^T) is markedly faster than M @ V for thin V on CPU (MKL/oneDNN)
-            return torch.nn.functional.linear(M, V.T.to(self.dtype).contiguous()).to(out_dtype)
+            return self._linear(M, V.T.to(self.dtype).contiguous(), out_dtype)
         V64 = V.to(torch.float64)
         X64 = self._exact_copy()
         if X64 is not None:
             M64 = X64 if self._XA is None else X64.index_select(1, self._cols)
-            return torch.nn.functional.linear(M64, V64.T.contiguous()).to(out_dtype)
+            return self._linear(M64, V64.T.contiguous(), out_dtype)
         out = torch.empty(self.n, V.shape[1], dtype=out_dtype, device=self.device)
         for s in range(0, self.n, self.block):
             out[s : s + self.block] = torch.nn.functional.linear(M[s : s + self.block].to(torch.float64), V64.T.contiguous()).to(out_dtype)
@@ -211,7 +223,7 @@ class InMemoryDesign:
             X64 = self._exact_copy()
             if X64 is not None:
                 self.work.add(self.n, self.d, W.shape[1], torch.float64, X64.numel() * 8)
-                return torch.nn.functional.linear(X64, W.to(torch.float64).T.contiguous()).to(out_dtype)
+                return self._linear(X64, W.to(torch.float64).T.contiguous(), out_dtype)
         saved = (self._cols, self._XA, self._pad)
         rows = torch.nonzero(W.abs().sum(1) > 0).flatten()
         try:
@@ -226,18 +238,40 @@ class InMemoryDesign:
         X64 = self._exact_copy() if exact and M is self.X else None
         self.work.add(self.n, m, R.shape[1], torch.float64 if exact else self.dtype,
                       M.numel() * (8 if X64 is not None else M.element_size()))
-        if X64 is not None:
+        chunks = self._chunks()
+        if X64 is not None and chunks is None:
             G = self.comm.sum_(thin_rt_x(R.to(torch.float64), X64).contiguous(), "X^T R").T
             return G[self._cols] if (self._pad and not full) else G
-        acc = torch.zeros(R.shape[1], m, dtype=torch.float64, device=self.device)
+        if X64 is not None:
+            M = X64
         dt = torch.float64 if exact else self.dtype
-        for s in range(0, self.n, self.block):
-            Mb = M[s : s + self.block]
-            acc += thin_rt_x(R[s : s + self.block].to(dt), Mb.to(dt)).to(torch.float64)
+        acc = torch.zeros(R.shape[1], m, dtype=torch.float64, device=self.device)
+        if chunks is None:
+            for s in range(0, self.n, self.block):
+                Mb = M[s : s + self.block]
+                acc += thin_rt_x(R[s : s + self.block].to(dt), Mb.to(dt)).to(torch.float64)
+        else:
+            # each worker multiplies its rows; the partial sums are added in chunk order
+            for part in self.rows.map(lambda s, e: (R[s:e].to(dt).T @ M[s:e].to(dt)).to(torch.float64), chunks):
+                acc += part
         G = self.comm.sum_(acc, "X^T R").T
         if self._pad and not full:
             G = G[self._cols]
         return G
+
+    def _linear(self, M: torch.Tensor, Vt: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+        """``M @ Vt^T`` as ``out_dtype``, over row chunks on :attr:`rows`'s workers when active."""
+        chunks = self._chunks()
+        if chunks is None:
+            return torch.nn.functional.linear(M, Vt).to(out_dtype)
+        out = torch.empty(M.shape[0], Vt.shape[0], dtype=out_dtype, device=M.device)
+
+        def piece(s: int, e: int) -> None:
+            out[s:e] = torch.nn.functional.linear(M[s:e], Vt)
+
+        for _ in self.rows.map(piece, chunks):
+            pass
+        return out
 
     def weighted_grams(self, requests: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
         """Weighted Gram matrices of row and column subsets, with the intercept.

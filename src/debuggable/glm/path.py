@@ -633,6 +633,8 @@ def _elastic_net_path(X, y, t_start, budget, *, family, alpha, n_lambdas, lambda
         grid = lam_max * np.logspace(0.0, math.log10(lambda_min_ratio), n_lambdas)
     L = grid.shape[0]
 
+    if not design.streaming:
+        design.rows = budget.rows  # the workers the budget turns on beside a competing process
     gram = design.gram()
     sol = ProxNewtonSolver(design, datafit, penalty, gram, work_dtype=work_dtype, verbose=int(verbose) if comm.is_root else 0,
                            on_iteration=budget.update)
@@ -742,6 +744,10 @@ def _elastic_net_path(X, y, t_start, budget, *, family, alpha, n_lambdas, lambda
         "stopped": stopped,
         # the CPU thread counts the path ran with, in order (ThreadBudget)
         "threads": list(budget.history),
+        # the row-chunk worker counts the budget set, in order (1: off), and how many
+        # products ran on them
+        "row_workers": list(budget.row_history),
+        "row_chunked_products": budget.rows.calls,
         "objective_scale": "standardised" if standardize else "original",
         "world_size": comm.world_size,
         "resumed_lambdas": start,
