@@ -11,7 +11,10 @@ iteration, ``Z = X @ W`` and ``G = X^T R`` on ``(n, D) x (D, K)``, run three way
   whose core is taken stalls the other at the region's barrier);
 * ``chunkC``: a 2-thread Python pool pulling ``C`` row chunks (``torch`` on one
   intra-op thread per call; the GIL is released inside each product), so the thread
-  that keeps its core takes the chunks the other cannot.
+  that keeps its core takes the chunks the other cannot;
+* ``rowsW``: the solver's own products (``InMemoryDesign.mv`` and ``rmv``, float32
+  ``X``, float64 ``R``) on ``W`` row-chunk workers (:class:`debuggable._threads.RowChunks`,
+  what the thread budget turns on beside a competitor), torch on one thread.
 
 Each way runs quiet and beside one ``while True: pass`` process (the competitor of
 ``benchmarks/glm_path.py --load 1``), interleaved round by round, and the summary gives
@@ -20,6 +23,7 @@ environment changes how OpenMP's idle threads wait (it must be set before torch 
 Prints one JSON object per configuration. Usage::
 
     python benchmarks/glm_threads_load.py [--shape 30000x384x25] [--reps 120] [--rounds 3] [--chunks 2 8]
+        [--workers 2 3]
 """
 
 from __future__ import annotations
@@ -63,6 +67,26 @@ def products_chunked(X: torch.Tensor, W: torch.Tensor, R: torch.Tensor, reps: in
     return G
 
 
+def products_rows(X: torch.Tensor, W: torch.Tensor, R: torch.Tensor, reps: int, workers: int) -> torch.Tensor:
+    """The solver's ``mv``/``rmv`` on ``workers`` row-chunk workers, torch on one thread."""
+    from debuggable._threads import RowChunks
+    from debuggable.glm._design import InMemoryDesign
+
+    torch.set_num_threads(1)
+    design = InMemoryDesign(X, None)
+    design.rows = RowChunks()
+    design.rows.set_workers(workers)
+    R64, W64 = R.to(torch.float64), W.to(torch.float64)
+    G = None
+    try:
+        for _ in range(reps):
+            design.mv(W64)
+            G = design.rmv(R64)
+    finally:
+        design.rows.close()
+    return G
+
+
 @contextlib.contextmanager
 def competitor(count: int):
     procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
@@ -81,7 +105,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--shape", default="30000x384x25", help="n x D x K")
     ap.add_argument("--reps", type=int, default=120, help="product pairs per timing")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--chunks", type=int, nargs="+", default=[2, 8])
+    ap.add_argument("--chunks", type=int, nargs="*", default=[2, 8])
+    ap.add_argument("--workers", type=int, nargs="*", default=[2, 3],
+                    help="row-chunk worker counts for the solver's own products")
     args = ap.parse_args(argv)
     n, d, k = (int(v) for v in args.shape.lower().split("x"))
     gen = torch.Generator().manual_seed(0)
@@ -89,6 +115,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     pool = ThreadPoolExecutor(2)
     ways = [("omp2", lambda: products_omp(X, W, R, args.reps, 2)), ("omp1", lambda: products_omp(X, W, R, args.reps, 1))]
     ways += [(f"chunk{c}", lambda c=c: products_chunked(X, W, R, args.reps, c, pool)) for c in args.chunks]
+    ways += [(f"rows{w}", lambda w=w: products_rows(X, W, R, args.reps, w)) for w in args.workers]
     times: dict[tuple[str, int], list[float]] = {}
     for _ in range(args.rounds):
         for load in (0, 1):

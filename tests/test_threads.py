@@ -269,3 +269,26 @@ def test_a_path_beside_a_competitor_runs_its_products_on_the_row_workers(clock):
     np.testing.assert_allclose(loaded.objective, plain.objective, rtol=1e-6)
     assert loaded.converged.all()
     assert torch.get_num_threads() == 2
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_getaffinity") or usable_cores() < 2,
+                    reason="needs two usable cores and per-thread CPU affinity (Linux)")
+def test_row_chunk_workers_are_pinned_to_distinct_cores():
+    import os
+
+    from debuggable._threads import RowChunks
+
+    rows = RowChunks()
+    rows.set_workers(2)
+    barrier = __import__("threading").Barrier(2)
+
+    def where(s, e):
+        barrier.wait(timeout=10)  # both workers at once: one chunk each
+        return frozenset(os.sched_getaffinity(0))
+
+    try:
+        cores = list(rows.map(where, [(0, 1), (1, 2)]))
+    finally:
+        rows.close()
+    assert all(len(c) == 1 for c in cores) and cores[0] != cores[1]
+    assert len(os.sched_getaffinity(0)) == usable_cores()  # the caller is not pinned

@@ -34,9 +34,17 @@ def test_chunked_products_are_the_plain_product(threads_load):
 
 
 def test_every_way_quiet_and_loaded_against_openmp_quiet(threads_load):
-    rows = threads_load.main(["--shape", "3000x16x3", "--reps", "3", "--rounds", "1", "--chunks", "2", "4"])
+    rows = threads_load.main(["--shape", "3000x16x3", "--reps", "3", "--rounds", "1", "--chunks", "2", "4", "--workers", "2"])
     assert [(r["way"], r["competitors"]) for r in rows] == [
-        (w, c) for w in ("omp2", "omp1", "chunk2", "chunk4") for c in (0, 1)]
+        (w, c) for w in ("omp2", "omp1", "chunk2", "chunk4", "rows2") for c in (0, 1)]
     assert rows[0]["over_omp2_quiet"] == 1.0
     for r in rows:
         assert r["median_s"] > 0 and r["all_s"] == [r["median_s"]] and r["over_omp2_quiet"] > 0
+
+
+def test_the_solvers_row_chunked_products_are_the_plain_product(threads_load):
+    gen = torch.Generator().manual_seed(2)
+    X, W, R = torch.randn(5000, 9, generator=gen), torch.randn(9, 4, generator=gen), torch.randn(5000, 4, generator=gen)
+    for workers in (1, 2, 3):
+        G = threads_load.products_rows(X, W, R, 2, workers)
+        torch.testing.assert_close(G, (X.T.double() @ R.double()), rtol=1e-5, atol=1e-4)
