@@ -29,6 +29,13 @@ lambdas both finished and says so, and the speed-up is also given per finished
 lambda (``speedup_same_lambdas``). ``--ref-checkpoint FILE`` lets glm-saga's path go on
 over several sittings, and ``benchmarks/glm_path_report.py`` pairs runs made apart
 (ours in one, the reference in another) and draws the comparison.
+
+``--solvers`` also takes ``debuggable_no_rows``: our path without the row-chunk workers
+the thread budget turns on beside a competing process (``--load``), so the two run
+round robin in one benchmark::
+
+    python benchmarks/glm_path.py --size k25 --lambda-min-ratio 1e-2 --solvers debuggable,debuggable_no_rows \
+        --runs 5 --threads 2 --load 1
 """
 
 from __future__ import annotations
@@ -253,13 +260,19 @@ def run_glm_saga(Xs, y, grid, alpha, device, budget, lr, batch, epochs, tol, che
             linear.bias.copy_(sols[-1][1])
         say(f"   glm_saga: resuming after lambda {len(sols)}/{len(grid)} from {checkpoint} "
             f"({sum(s[2] for s in sols):.1f}s so far)")
+    armed = [True]
+
     def stop(signum, frame):
-        raise _SagaTimeout
+        if armed[0]:
+            raise _SagaTimeout
 
     unfinished = 0.0  # seconds spent on a lambda the timeout stopped
     previous = signal.signal(signal.SIGALRM, stop) if timeout else None
     if timeout:
-        signal.setitimer(signal.ITIMER_REAL, timeout)
+        # repeating: an exception raised while Python runs a finaliser (a DataLoader
+        # iterator collected between epochs) is printed and dropped, and a one-shot
+        # timer would then never stop glm-saga
+        signal.setitimer(signal.ITIMER_REAL, timeout, 0.25)
     t0 = time.perf_counter()
     try:
         for lam in grid[len(sols):]:
@@ -273,6 +286,7 @@ def run_glm_saga(Xs, y, grid, alpha, device, budget, lr, batch, epochs, tol, che
                                        verbose=None, state=state, n_ex=n, n_classes=k, tol=tol, family="multinomial",
                                        logger=lambda *a, **kw: None)
             except _SagaTimeout:
+                armed[0] = False
                 unfinished = time.perf_counter() - t1
                 say(f"   glm_saga: stopped by --saga-timeout {timeout:.0f}s after {unfinished:.1f}s on lambda "
                     f"{len(sols) + 1}/{len(grid)}, unfinished")
@@ -502,7 +516,7 @@ def bench_one(label: str, make_data, args, device: torch.device) -> dict:
     return results
 
 
-SOLVERS = ("debuggable", "glmnet", "glm_saga", "sklearn")
+SOLVERS = ("debuggable", "glmnet", "glm_saga", "sklearn", "debuggable_no_rows")
 
 
 def check_solvers(names):
@@ -529,6 +543,16 @@ def run_solver(name, Xs, y, grid, k, args, device):
     if name == "debuggable":
         return run_debuggable(Xs, y, grid, args.alpha, device, args.ours_budget, args.dtype, args.verbose,
                               threads=args.threads if args.fixed_threads else "auto")
+    if name == "debuggable_no_rows":
+        # our path as it ran before the row-chunk workers: under load, torch on one thread only
+        from debuggable._threads import ThreadBudget
+
+        saved, ThreadBudget.ROW_WORKERS = ThreadBudget.ROW_WORKERS, False
+        try:
+            return run_debuggable(Xs, y, grid, args.alpha, device, args.ours_budget, args.dtype, args.verbose,
+                                  threads=args.threads if args.fixed_threads else "auto")
+        finally:
+            ThreadBudget.ROW_WORKERS = saved
     if name == "glm_saga":
         return run_glm_saga(Xs, y, grid, args.alpha, device, args.ref_budget, args.saga_lr, args.saga_batch,
                             args.saga_epochs, args.saga_tol, args.ref_checkpoint, args.saga_timeout)

@@ -23,7 +23,10 @@ environment changes how OpenMP's idle threads wait (it must be set before torch 
 Prints one JSON object per configuration. Usage::
 
     python benchmarks/glm_threads_load.py [--shape 30000x384x25] [--reps 120] [--rounds 3] [--chunks 2 8]
-        [--workers 2 3]
+        [--workers 2 3] [--unpinned]
+
+Each record also gives ``cores_used``: this process's CPU seconds per wall second
+(median), which shows how much of the machine a way kept beside the competitor.
 """
 
 from __future__ import annotations
@@ -67,14 +70,17 @@ def products_chunked(X: torch.Tensor, W: torch.Tensor, R: torch.Tensor, reps: in
     return G
 
 
-def products_rows(X: torch.Tensor, W: torch.Tensor, R: torch.Tensor, reps: int, workers: int) -> torch.Tensor:
-    """The solver's ``mv``/``rmv`` on ``workers`` row-chunk workers, torch on one thread."""
+def products_rows(X: torch.Tensor, W: torch.Tensor, R: torch.Tensor, reps: int, workers: int,
+                  pin: bool = True) -> torch.Tensor:
+    """The solver's ``mv``/``rmv`` on ``workers`` row-chunk workers (pinned to cores, or
+    not), torch on one thread."""
     from debuggable._threads import RowChunks
     from debuggable.glm._design import InMemoryDesign
 
     torch.set_num_threads(1)
     design = InMemoryDesign(X, None)
     design.rows = RowChunks()
+    design.rows.PIN = pin
     design.rows.set_workers(workers)
     R64, W64 = R.to(torch.float64), W.to(torch.float64)
     G = None
@@ -108,6 +114,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--chunks", type=int, nargs="*", default=[2, 8])
     ap.add_argument("--workers", type=int, nargs="*", default=[2, 3],
                     help="row-chunk worker counts for the solver's own products")
+    ap.add_argument("--unpinned", action="store_true", help="also run the row-chunk workers without pinning them")
     args = ap.parse_args(argv)
     n, d, k = (int(v) for v in args.shape.lower().split("x"))
     gen = torch.Generator().manual_seed(0)
@@ -116,14 +123,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ways = [("omp2", lambda: products_omp(X, W, R, args.reps, 2)), ("omp1", lambda: products_omp(X, W, R, args.reps, 1))]
     ways += [(f"chunk{c}", lambda c=c: products_chunked(X, W, R, args.reps, c, pool)) for c in args.chunks]
     ways += [(f"rows{w}", lambda w=w: products_rows(X, W, R, args.reps, w)) for w in args.workers]
+    if args.unpinned:
+        ways += [(f"rows{w}-unpinned", lambda w=w: products_rows(X, W, R, args.reps, w, pin=False)) for w in args.workers]
     times: dict[tuple[str, int], list[float]] = {}
+    cores: dict[tuple[str, int], list[float]] = {}  # this process's CPU seconds per second
     for _ in range(args.rounds):
         for load in (0, 1):
             with competitor(load):
                 for name, fn in ways:
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     fn()
-                    times.setdefault((name, load), []).append(time.perf_counter() - t0)
+                    wall = time.perf_counter() - t0
+                    times.setdefault((name, load), []).append(wall)
+                    cores.setdefault((name, load), []).append((time.process_time() - c0) / wall)
     pool.shutdown()
     base = statistics.median(times[("omp2", 0)])
     rows = []
@@ -132,7 +144,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             med = statistics.median(times[(name, load)])
             rows.append({"kind": "threads_load", "shape": [n, d, k], "way": name, "competitors": load,
                          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "median_s": round(med, 3),
-                         "all_s": [round(t, 3) for t in times[(name, load)]], "over_omp2_quiet": round(med / base, 3)})
+                         "all_s": [round(t, 3) for t in times[(name, load)]], "over_omp2_quiet": round(med / base, 3),
+                         "cores_used": round(statistics.median(cores[(name, load)]), 2)})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 

@@ -238,8 +238,10 @@ def test_a_reference_that_cannot_be_built_fails_before_our_path_runs(glm_path, m
 
 
 def test_saga_timeout_stops_glm_saga_inside_a_lambda_and_bounds_its_path(glm_path, capsys):
-    # tol 0: glm-saga never meets its stopping rule, so only the timeout can end its first lambda
-    glm_path.main(["--size", "2000x20x5", "--n-lambdas", "3", "--solvers", "debuggable,glm_saga", "--threads", "1",
+    # tol 0: glm-saga never meets its stopping rule, so only the timeout or its 2,000 epochs
+    # can end its first lambda; at 20,000 rows those epochs take far longer than 1.5 s
+    # (at 2,000 rows a fast machine finished them inside the timeout)
+    glm_path.main(["--size", "20000x20x5", "--n-lambdas", "3", "--solvers", "debuggable,glm_saga", "--threads", "1",
                    "--saga-tol", "0", "--saga-timeout", "1.5", "--verbose", "0"])
     out = capsys.readouterr()
     saga = next(r for r in _rows(out.out, "solver") if r["solver"] == "glm_saga")
@@ -254,3 +256,29 @@ def test_saga_timeout_stops_glm_saga_inside_a_lambda_and_bounds_its_path(glm_pat
     import signal
 
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # the timer is off again
+
+
+def test_our_path_without_row_workers_runs_round_robin_beside_ours(glm_path, capsys, monkeypatch):
+    from debuggable._threads import ThreadBudget
+
+    seen = []
+    real = glm_path.run_debuggable
+
+    def spy(*a, **kw):
+        seen.append(ThreadBudget.ROW_WORKERS)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(glm_path, "run_debuggable", spy)
+    glm_path.main(["--size", "400x8x3", "--n-lambdas", "3", "--solvers", "debuggable,debuggable_no_rows",
+                   "--threads", "1", "--runs", "2", "--verbose", "0"])
+    out = capsys.readouterr()
+    solvers = _rows(out.out, "solver")
+    # round robin: both in every run (the order alternates from run to run)
+    assert sorted((r["run"], r["solver"]) for r in solvers) == [
+        (0, "debuggable"), (0, "debuggable_no_rows"), (1, "debuggable"), (1, "debuggable_no_rows")]
+    flags = {r["solver"]: [] for r in solvers}
+    for r, flag in zip(solvers, seen):
+        flags[r["solver"]].append(flag)
+    assert flags == {"debuggable": [True, True], "debuggable_no_rows": [False, False]}
+    assert ThreadBudget.ROW_WORKERS is True
+    assert all("row_workers" in r for r in solvers)

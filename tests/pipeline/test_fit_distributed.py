@@ -99,7 +99,7 @@ def test_torchrun_fit_on_two_processes_equals_the_single_process_path(extracted)
     _same_support(got, want)
     np.testing.assert_allclose(got.val_accuracy, want.val_accuracy, atol=2.0 / len(open_store(run).split("val")))
     again = _torchrun(run)
-    assert again.returncode == 0 and "[fit] up to date, skipped" in again.stdout
+    assert again.returncode == 0 and "[fit] up to date, skipped" in again.stdout, again.stdout + again.stderr
 
 
 def test_torchrun_extract_then_fit_equals_the_single_process_run(extracted, tmp_path):
@@ -125,7 +125,7 @@ def test_torchrun_extract_then_fit_equals_the_single_process_run(extracted, tmp_
     _same_path(got, want)
     _same_support(got, want)
     again = _torchrun(two, stage="extract")
-    assert again.returncode == 0 and "[extract] up to date, skipped" in again.stdout
+    assert again.returncode == 0 and "[extract] up to date, skipped" in again.stdout, again.stdout + again.stderr
 
 
 def test_two_torchrun_nodes_on_loopback_fit_the_same_path(extracted):

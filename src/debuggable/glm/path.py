@@ -566,7 +566,11 @@ def elastic_net_path(
             every half second (:class:`debuggable._threads.ThreadBudget`; problems under 2M
             feature entries keep the current count): on a busy
             machine a thread that shares its core with another process makes the
-            others spin at every barrier. A positive integer fixes the count. Ignored
+            others spin at every barrier. While it holds torch at one thread below
+            that maximum, the in-memory design's products run on row-chunk worker
+            threads pinned to the cores instead (:class:`debuggable._threads.RowChunks`),
+            which use the part of a core the other process leaves
+            (``info["row_workers"]``). A positive integer fixes the count. Ignored
             off the CPU; the thread count is restored on return.
         process_group: a ``torch.distributed`` process group (gloo on CPU, NCCL on
             GPU) to solve over: ``X``, ``y``, ``sample_weight`` and ``X_val``/``y_val``

@@ -449,6 +449,11 @@ def run_distributed(run: RunDirectory, stage_name: str, *, force: bool = False, 
     if kind == "skip":
         if comm.is_root:
             ctx.log(f"[{stage_name}] up to date, skipped")
+        # every rank took this branch (the decision was broadcast): leave together and
+        # tear the group down, as after the work; a rank that exits while its peer's
+        # gloo connections are still open can abort in the group's destructor (SIGABRT)
+        comm.barrier(f"skipping the {stage_name} stage")
+        torch.distributed.destroy_process_group()
         return {stage_name: run.summary(stage_name)}
     if not comm.is_root:
         ctx.log = lambda msg: None

@@ -432,6 +432,7 @@ class ProxNewtonSolver:
             exact_grad = True  # float32 gradients are not accurate enough here: polish in float64
             tight = 0.5
         if self.verbose:
+            # the gap relative to the objective: what ``tol`` bounds
             print(f"[glm] lam={lam:.4g} iter={n_iter} inner={n_inner} kkt/(lam*alpha)={cert.kkt / (lam * alpha):.2e} "
-                  f"gap={cert.gap:.2e} nnz={int((W != 0).sum())} converged={converged}")
+                  f"gap/obj={cert.gap / max(abs(cert.objective), 1e-12):.2e} nnz={int((W != 0).sum())} converged={converged}")
         return W, b, LambdaInfo(converged, n_iter, n_inner, n_cert, cert)
