@@ -540,14 +540,13 @@ def check_solvers(names):
 
 def run_solver(name, Xs, y, grid, k, args, device):
     """One solver's path: ``(sols, total seconds, extra)``, or ``None`` when it does not apply."""
-    if name == "debuggable":
-        return run_debuggable(Xs, y, grid, args.alpha, device, args.ours_budget, args.dtype, args.verbose,
-                              threads=args.threads if args.fixed_threads else "auto")
-    if name == "debuggable_no_rows":
-        # our path as it ran before the row-chunk workers: under load, torch on one thread only
+    if name in ("debuggable", "debuggable_no_rows"):
         from debuggable._threads import ThreadBudget
 
-        saved, ThreadBudget.ROW_WORKERS = ThreadBudget.ROW_WORKERS, False
+        saved = ThreadBudget.ROW_WORKERS
+        if name == "debuggable_no_rows":
+            # our path as it ran before the row-chunk workers: under load, torch on one thread only
+            ThreadBudget.ROW_WORKERS = False
         try:
             return run_debuggable(Xs, y, grid, args.alpha, device, args.ours_budget, args.dtype, args.verbose,
                                   threads=args.threads if args.fixed_threads else "auto")

@@ -76,6 +76,7 @@ def openmp_waits_passively() -> bool:
 
 
 def _affinity() -> set[int]:
+    """The CPUs this thread may run on (all of them where affinity is not supported)."""
     try:
         return set(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -84,10 +85,7 @@ def _affinity() -> set[int]:
 
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return max(1, len(_affinity()))
 
 
 class ThreadBudget:

@@ -245,15 +245,15 @@ class InMemoryDesign:
         if X64 is not None:
             M = X64
         dt = torch.float64 if exact else self.dtype
+        def piece(s: int, e: int) -> torch.Tensor:
+            return thin_rt_x(R[s:e].to(dt), M[s:e].to(dt)).to(torch.float64)
+
         acc = torch.zeros(R.shape[1], m, dtype=torch.float64, device=self.device)
-        if chunks is None:
-            for s in range(0, self.n, self.block):
-                Mb = M[s : s + self.block]
-                acc += thin_rt_x(R[s : s + self.block].to(dt), Mb.to(dt)).to(torch.float64)
-        else:
-            # each worker multiplies its rows; the partial sums are added in chunk order
-            for part in self.rows.map(lambda s, e: (R[s:e].to(dt).T @ M[s:e].to(dt)).to(torch.float64), chunks):
-                acc += part
+        # row blocks here, or the workers' chunks; either way the partial sums are added in order
+        parts = (piece(s, min(self.n, s + self.block)) for s in range(0, self.n, self.block)) if chunks is None \
+            else self.rows.map(piece, chunks)
+        for part in parts:
+            acc += part
         G = self.comm.sum_(acc, "X^T R").T
         if self._pad and not full:
             G = G[self._cols]
