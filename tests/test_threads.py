@@ -214,14 +214,23 @@ def test_row_chunks_cover_the_rows_in_order_and_run_on_the_workers():
 
     rows = RowChunks()
     assert rows.bounds(10_000) == [(0, 10_000)]  # one worker: one chunk
+    assert rows.bounds(10_001, max_rows=3000) == [(0, 2501), (2501, 5002), (5002, 7503), (7503, 10_001)]
     rows.set_workers(2)
-    for n, max_rows in [(10_000, None), (10_001, 3000), (1500, None), (1, None)]:
-        b = rows.bounds(n, max_rows=max_rows, min_rows=1024)
+    for n, max_rows, min_rows in [(10_000, None, 1024), (10_001, 3000, 1024), (1500, None, 1024), (1, None, 1024),
+                                  (20_000, 4096, 1024), (1201, None, 64), (5000, 500, 1024)]:
+        b = rows.bounds(n, max_rows=max_rows, min_rows=min_rows)
         assert b[0][0] == 0 and b[-1][1] == n and all(e0 == s1 for (_, e0), (s1, _) in zip(b, b[1:]))
-        assert all(e > s for s, e in b)
+        sizes = [e - s for s, e in b]
+        assert all(sizes)
         if max_rows:
-            assert all(e - s <= max_rows for s, e in b)
-    assert len(rows.bounds(10_000, min_rows=1024)) == 2 * RowChunks.CHUNKS_PER_WORKER
+            assert max(sizes) <= max_rows
+        if n >= 2 * min(min_rows, max_rows or min_rows):
+            assert min(sizes) >= min(min_rows, max_rows or min_rows)
+        # guided: each chunk a quarter of what is left (2 workers), large ones first
+        if len(sizes) > 1:
+            assert sizes[0] == min(max_rows or n, max(min_rows, -(-n // 4)))
+        assert sizes[:-1] == sorted(sizes[:-1], reverse=True)
+    assert [e - s for s, e in rows.bounds(10_000, min_rows=1024)] == [2500, 1875, 1407, 1055, 1024, 1024, 1115]
     assert len(rows.bounds(1500, min_rows=1024)) == 1  # too few rows to split
     try:
         out = list(rows.map(lambda s, e: (s, e, threading.current_thread().name, torch.get_num_threads()),

@@ -248,12 +248,16 @@ class RowChunks:
 
     Attributes:
         workers: threads in use (1: :meth:`map` runs in the caller).
-        calls: parallel :meth:`map` calls so far (a diagnostic).
+        calls: parallel :meth:`map` and :meth:`each` calls so far (a diagnostic).
     """
 
-    #: Chunks per worker: several, so the worker that shares its core with the
-    #: competitor leaves most of the chunks to the one that does not.
-    CHUNKS_PER_WORKER = 4
+    #: While active, each chunk takes ``1 / (GUIDED_SHARE * workers)`` of the rows not yet
+    #: handed out (guided scheduling): large chunks first, so each multiply stays
+    #: efficient, and small ones last, so the worker that shares its core with the
+    #: competitor is never left finishing a large chunk while the other one waits.
+    #: Measured beside one busy process (20,000 x 2048 x 100, 1,200 working-set columns):
+    #: ``mv`` + ``rmv`` 8% faster than 4 equal chunks per worker, as fast as 16.
+    GUIDED_SHARE = 2
     #: Pin worker ``i`` to the ``i``-th core of the process's affinity (where it has
     #: at least as many cores as workers).
     PIN = True
@@ -272,22 +276,47 @@ class RowChunks:
         self.workers = max(1, int(workers))
 
     def bounds(self, n: int, max_rows: int | None = None, min_rows: int = 1024) -> list[tuple[int, int]]:
-        """Row ranges ``[(start, end), ...]`` covering ``0..n``: ``CHUNKS_PER_WORKER`` per
-        worker, none over ``max_rows`` or (where ``n`` allows) under ``min_rows``."""
-        parts = self.workers * self.CHUNKS_PER_WORKER if self.active else 1
-        parts = max(1, min(parts, n // max(1, min_rows)))
-        if max_rows:
-            parts = max(parts, -(-n // max_rows))
-        step = -(-n // parts)
-        return [(s, min(n, s + step)) for s in range(0, n, step)]
+        """Row ranges ``[(start, end), ...]`` covering ``0..n`` in order.
+
+        Inactive: one range, or equal ranges of at most ``max_rows``. Active: guided
+        sizes (see :attr:`GUIDED_SHARE`), none over ``max_rows`` and none under
+        ``min_rows`` except where ``n`` itself is smaller; a short remainder joins the
+        last range. The ranges depend on ``n``, the bounds and the worker count only.
+        """
+        if n <= 0:
+            return []
+        if not self.active:
+            parts = -(-n // max_rows) if max_rows else 1
+            step = -(-n // parts)
+            return [(s, min(n, s + step)) for s in range(0, n, step)]
+        min_rows = max(1, min(min_rows, max_rows or min_rows))
+        out, s = [], 0
+        while s < n:
+            size = max(min_rows, -(-(n - s) // (self.GUIDED_SHARE * self.workers)))
+            if max_rows:
+                size = min(size, max_rows)
+            e = min(n, s + size)
+            if 0 < n - e < min_rows and (not max_rows or n - s <= max_rows):
+                e = n  # no runt at the end
+            out.append((s, e))
+            s = e
+        return out
 
     def map(self, fn, chunks: list[tuple[int, int]]):
         """``fn(start, end)`` for every chunk, results in chunk order (an iterator).
 
         Runs on the workers when :attr:`active` and there is more than one chunk, else
         in the calling thread."""
-        if not self.active or len(chunks) < 2:
-            return (fn(s, e) for s, e in chunks)
+        return self.each(lambda b: fn(*b), chunks)
+
+    def each(self, fn, items: list):
+        """``fn(item)`` for every item, results in item order (an iterator): independent
+        tasks (one per class, say) that the workers pull one at a time.
+
+        Runs on the workers when :attr:`active` and there is more than one item, else in
+        the calling thread."""
+        if not self.active or len(items) < 2:
+            return (fn(item) for item in items)
         if self._pool is None or self._size != self.workers:
             self.close()
             from concurrent.futures import ThreadPoolExecutor
@@ -296,7 +325,7 @@ class RowChunks:
                                             initializer=self._start_worker, initargs=(itertools.count(),))
             self._size = self.workers
         self.calls += 1
-        return self._pool.map(lambda b: fn(*b), chunks)
+        return self._pool.map(fn, items)
 
     def _start_worker(self, counter) -> None:
         # torch on one intra-op thread, set in the worker itself: torch's thread count and

@@ -76,6 +76,30 @@ def test_weighted_grams_are_the_weighted_products_of_the_row_and_column_subsets(
     for got, want in zip(design.weighted_grams(torch_requests), expected):
         assert got.dtype == torch.float64 and got.shape == want.shape
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
+    if kind == "in_memory":  # with the row-chunk workers on, each request is one worker's task
+        import threading
+
+        from debuggable._threads import RowChunks
+
+        design.rows = RowChunks()
+        design.rows.set_workers(2)
+        seen = set()
+        inner = design.rows.each
+
+        def spying_each(fn, items):
+            def record(item):
+                seen.add(threading.current_thread().name)
+                return fn(item)
+            return inner(record, items)
+
+        design.rows.each = spying_each
+        try:
+            on_workers = design.weighted_grams(torch_requests)
+        finally:
+            design.rows.close()
+        assert seen and all(name.startswith("debuggable-rows") for name in seen)
+        for got, want in zip(on_workers, expected):
+            np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["in_memory", "streaming"])

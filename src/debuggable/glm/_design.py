@@ -288,7 +288,13 @@ class InMemoryDesign:
         for i, (rows, _, cols) in enumerate(requests):
             self.work.add(rows.numel(), cols.numel() + 1, cols.numel() + 1, self.dtype,
                           rows.numel() * cols.numel() * self.X.element_size(), product=i == 0)
-        out = [_weighted_gram(self.X[rows[:, None], cols[None, :]], wts) for rows, wts, cols in requests]
+        def one(request: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            rows, wts, cols = request
+            return _weighted_gram(self.X[rows[:, None], cols[None, :]], wts)
+
+        # one request per task: the workers (when on) each gather and multiply whole ones
+        tasks = self.rows if (self.rows is not None and self.device.type == "cpu") else None
+        out = list(tasks.each(one, requests) if tasks is not None else map(one, requests))
         return self.comm.sum_all_(out, "the weighted Gram matrices")
 
     def gram(self) -> torch.Tensor:

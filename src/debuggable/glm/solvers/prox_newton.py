@@ -367,9 +367,11 @@ class ProxNewtonSolver:
                 inner_tol = 0.1 * k if not force else 0.01 * k
                 c = 1.0 if datafit.exact_curvature else self.c
                 L = c * LG * datafit.curvature_bound(B)
-                # the parameter-space products are too small to gain from threads
+                # the parameter-space products are too small to gain from threads (the
+                # row-chunk workers, on only beside a competing process, take the large ones)
+                workers = getattr(design, "rows", None)
                 with one_cpu_thread(gA.device) if gA.shape[0] <= 1500 else contextlib.nullcontext():
-                    D, it = solve_quadratic_model(kron_operator(gA, B, c), g_all, WA, lam, penalty, L, inner_tol,
+                    D, it = solve_quadratic_model(kron_operator(gA, B, c, workers), g_all, WA, lam, penalty, L, inner_tol,
                                                   self.max_inner if not (force or datafit.exact_curvature) else 10 * self.max_inner)
                 n_inner += it
                 DW, Db = D[:m], D[m]
@@ -377,7 +379,7 @@ class ProxNewtonSolver:
                 Zd += Db.to(self.work_dtype)
                 if not datafit.exact_curvature:
                     DT = D.T.contiguous()
-                    model = float((DT * kron_operator(gA, B, 1.0)(DT)).sum())
+                    model = float((DT * kron_operator(gA, B, 1.0, workers)(DT)).sum())
                     true = datafit.dir_curvature(Z, Zd)
                     if model > 0 and true > 0 and math.isfinite(true):
                         self.c = min(20.0, max(0.2, true / model))
