@@ -301,3 +301,78 @@ def test_row_chunk_workers_are_pinned_to_distinct_cores():
         rows.close()
     assert all(len(c) == 1 for c in cores) and cores[0] != cores[1]
     assert len(os.sched_getaffinity(0)) == usable_cores()  # the caller is not pinned
+
+
+def _sched_attr() -> tuple[int, int, int] | None:
+    """The calling thread's (policy, nice, slice in ns) read by ``sched_getattr``, or None
+    where this test cannot read it."""
+    import ctypes
+    import platform
+    import struct
+
+    calls = _threads._SCHED_SETATTR.get(platform.machine())
+    if calls is None:
+        return None
+    size = struct.calcsize(_threads._SCHED_ATTR)
+    buf = ctypes.create_string_buffer(size)
+    if ctypes.CDLL(None, use_errno=True).syscall(calls[1], 0, buf, size, 0) != 0:
+        return None
+    _, policy, _, nice, _, runtime, _, _ = struct.unpack(_threads._SCHED_ATTR, buf.raw)
+    return policy, nice, runtime
+
+
+def _skip_without_custom_slices() -> None:
+    if sys.platform != "linux" or _in_thread(_sched_attr) is None:
+        pytest.skip("sched_getattr is not available on this platform/architecture")
+    probe = _in_thread(lambda: (_threads.request_slice(500_000), _sched_attr()))
+    if probe[1][2] != 500_000:
+        pytest.skip("this kernel does not keep a normal thread's slice request (custom slices: Linux 6.12+)")
+
+
+def _in_thread(fn):
+    import threading
+
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    t.join(timeout=10)
+    return out[0]
+
+
+def test_request_slice_sets_the_threads_slice_and_keeps_its_policy_and_nice():
+    import os
+
+    _skip_without_custom_slices()
+
+    def batch_niced():
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # 0: this thread (Linux)
+        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + 1)
+        before = _sched_attr()
+        return before, _threads.request_slice(400_000), _sched_attr()
+
+    before, ok, after = _in_thread(batch_niced)
+    assert ok and after == (os.SCHED_BATCH, before[1], 400_000)
+
+    def idle():
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        before = _sched_attr()
+        return before, _threads.request_slice(400_000), _sched_attr()
+
+    before, ok, after = _in_thread(idle)
+    assert not ok and after == before and after[0] == os.SCHED_IDLE  # not a normal policy: left alone
+    main_before = _sched_attr()
+    assert _in_thread(lambda: (_threads.request_slice(300_000), _sched_attr())) == (True, (0, main_before[1], 300_000))
+    assert _sched_attr() == main_before  # only the calling thread changes
+
+
+def test_row_chunk_workers_ask_for_short_slices():
+    from debuggable._threads import RowChunks
+
+    _skip_without_custom_slices()
+    rows = RowChunks()
+    rows.set_workers(2)
+    try:
+        slices = {s[2] for s in rows.map(lambda s, e: _sched_attr(), [(0, 1), (1, 2), (2, 3)])}
+    finally:
+        rows.close()
+    assert slices == {RowChunks.SLICE_NS} and rows.short_slices == 2
