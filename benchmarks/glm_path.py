@@ -509,10 +509,15 @@ def bench_one(label: str, make_data, args, device: torch.device) -> dict:
             if quiet and loaded:
                 tq = float(np.median([q["summary"]["total_time"] for q in quiet]))
                 tl = float(np.median([q["summary"]["total_time"] for q in loaded]))
+                # each run times quiet then loaded back to back: the paired ratio is the one a
+                # drift of the machine's speed between runs does not move
+                per_run = [lo["summary"]["total_time"] / q["summary"]["total_time"] for q, lo in zip(quiet, loaded)]
                 emit({"kind": "load", "size": label, "solver": name, "competitors": args.load, "runs": len(quiet),
-                      "median_quiet_time": tq, "median_loaded_time": tl, "loaded_over_quiet": tl / tq})
+                      "median_quiet_time": tq, "median_loaded_time": tl, "loaded_over_quiet": tl / tq,
+                      "loaded_over_quiet_per_run": per_run, "median_loaded_over_quiet_per_run": float(np.median(per_run))})
                 say(f"   {name}: median {tq:.2f}s quiet, {tl:.2f}s with {args.load} competing process(es): "
-                    f"{tl / tq:.2f}x its quiet time")
+                    f"{tl / tq:.2f}x its quiet time (per run: median {np.median(per_run):.2f}x, "
+                    + ", ".join(f"{r:.2f}" for r in per_run) + ")")
     return results
 
 
@@ -700,7 +705,8 @@ def main(argv=None):
                          "the row-chunk workers (the behaviour before 2026-12-07, for comparison)")
     ap.add_argument("--load", type=int, default=0,
                     help="also run every solver with this many CPU-bound competing processes and report "
-                         "loaded / quiet time")
+                         "loaded / quiet time: of the medians, and the median of each run's own ratio (every "
+                         "run times quiet then loaded back to back)")
     ap.add_argument("--glmnet-tol", type=float, default=1e-7)
     ap.add_argument("--glmnet-max-iter", type=int, default=100000)
     ap.add_argument("--glmnet-timeout", type=float, default=None,

@@ -14,7 +14,9 @@ iteration, ``Z = X @ W`` and ``G = X^T R`` on ``(n, D) x (D, K)``, run three way
   that keeps its core takes the chunks the other cannot;
 * ``rowsW``: the solver's own products (``InMemoryDesign.mv`` and ``rmv``, float32
   ``X``, float64 ``R``) on ``W`` row-chunk workers (:class:`debuggable._threads.RowChunks`,
-  what the thread budget turns on beside a competitor), torch on one thread.
+  what the thread budget turns on beside a competitor), torch on one thread; with
+  ``--unpinned`` also without pinning them to cores, with ``--default-slice`` also
+  without their short scheduler slices (``RowChunks.SLICE_NS``).
 
 Each way runs quiet and beside one ``while True: pass`` process (the competitor of
 ``benchmarks/glm_path.py --load 1``), interleaved round by round, and the summary gives
@@ -23,7 +25,7 @@ environment changes how OpenMP's idle threads wait (it must be set before torch 
 Prints one JSON object per configuration. Usage::
 
     python benchmarks/glm_threads_load.py [--shape 30000x384x25] [--reps 120] [--rounds 3] [--chunks 2 8]
-        [--workers 2 3] [--unpinned]
+        [--workers 2 3] [--unpinned] [--default-slice]
 
 Each record also gives ``cores_used``: this process's CPU seconds per wall second
 (median), which shows how much of the machine a way kept beside the competitor.
@@ -71,9 +73,9 @@ def products_chunked(X: torch.Tensor, W: torch.Tensor, R: torch.Tensor, reps: in
 
 
 def products_rows(X: torch.Tensor, W: torch.Tensor, R: torch.Tensor, reps: int, workers: int,
-                  pin: bool = True) -> torch.Tensor:
+                  pin: bool = True, short_slices: bool = True) -> torch.Tensor:
     """The solver's ``mv``/``rmv`` on ``workers`` row-chunk workers (pinned to cores, or
-    not), torch on one thread."""
+    not; asking for short scheduler slices, or not), torch on one thread."""
     from debuggable._threads import RowChunks
     from debuggable.glm._design import InMemoryDesign
 
@@ -81,6 +83,8 @@ def products_rows(X: torch.Tensor, W: torch.Tensor, R: torch.Tensor, reps: int, 
     design = InMemoryDesign(X, None)
     design.rows = RowChunks()
     design.rows.PIN = pin
+    if not short_slices:
+        design.rows.SLICE_NS = None
     design.rows.set_workers(workers)
     R64, W64 = R.to(torch.float64), W.to(torch.float64)
     G = None
@@ -115,6 +119,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--workers", type=int, nargs="*", default=[2, 3],
                     help="row-chunk worker counts for the solver's own products")
     ap.add_argument("--unpinned", action="store_true", help="also run the row-chunk workers without pinning them")
+    ap.add_argument("--default-slice", action="store_true",
+                    help="also run the row-chunk workers on the scheduler's default slice (RowChunks.SLICE_NS off)")
     args = ap.parse_args(argv)
     n, d, k = (int(v) for v in args.shape.lower().split("x"))
     gen = torch.Generator().manual_seed(0)
@@ -125,6 +131,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ways += [(f"rows{w}", lambda w=w: products_rows(X, W, R, args.reps, w)) for w in args.workers]
     if args.unpinned:
         ways += [(f"rows{w}-unpinned", lambda w=w: products_rows(X, W, R, args.reps, w, pin=False)) for w in args.workers]
+    if args.default_slice:
+        ways += [(f"rows{w}-default-slice", lambda w=w: products_rows(X, W, R, args.reps, w, short_slices=False))
+                 for w in args.workers]
     times: dict[tuple[str, int], list[float]] = {}
     cores: dict[tuple[str, int], list[float]] = {}  # this process's CPU seconds per second
     for _ in range(args.rounds):

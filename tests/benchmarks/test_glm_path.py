@@ -147,6 +147,11 @@ def test_runs_and_load_give_medians_and_the_loaded_over_quiet_ratio(glm_path, ca
     loaded = sorted(r["total_time"] for r in solvers if r["condition"] == "loaded")
     assert load["median_quiet_time"] == pytest.approx(quiet[1]) and load["median_loaded_time"] == pytest.approx(loaded[1])
     assert load["loaded_over_quiet"] == pytest.approx(loaded[1] / quiet[1])
+    by_run = {(r["run"], r["condition"]): r["total_time"] for r in solvers}
+    paired = [by_run[(i, "loaded")] / by_run[(i, "quiet")] for i in range(3)]
+    assert load["loaded_over_quiet_per_run"] == pytest.approx(paired)
+    assert load["median_loaded_over_quiet_per_run"] == pytest.approx(sorted(paired)[1])
+    assert "per run: median" in out.err
 
 
 def test_competitors_run_for_the_block_only(glm_path):

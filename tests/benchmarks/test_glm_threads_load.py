@@ -34,9 +34,11 @@ def test_chunked_products_are_the_plain_product(threads_load):
 
 
 def test_every_way_quiet_and_loaded_against_openmp_quiet(threads_load):
-    rows = threads_load.main(["--shape", "3000x16x3", "--reps", "3", "--rounds", "1", "--chunks", "2", "4", "--workers", "2", "--unpinned"])
+    rows = threads_load.main(["--shape", "3000x16x3", "--reps", "3", "--rounds", "1", "--chunks", "2", "4", "--workers", "2", "--unpinned",
+                              "--default-slice"])
     assert [(r["way"], r["competitors"]) for r in rows] == [
-        (w, c) for w in ("omp2", "omp1", "chunk2", "chunk4", "rows2", "rows2-unpinned") for c in (0, 1)]
+        (w, c) for w in ("omp2", "omp1", "chunk2", "chunk4", "rows2", "rows2-unpinned", "rows2-default-slice")
+        for c in (0, 1)]
     assert rows[0]["over_omp2_quiet"] == 1.0
     for r in rows:
         assert r["median_s"] > 0 and r["all_s"] == [r["median_s"]] and r["over_omp2_quiet"] > 0
