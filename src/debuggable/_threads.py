@@ -93,10 +93,10 @@ def request_slice(ns: int) -> bool:
     the request was accepted.
 
     Linux 6.12+ (EEVDF) reads ``sched_attr.sched_runtime`` of a normal thread as the
-    slice it wants (0.1-100 ms; 0 resets the default, about 3 ms). A shorter slice gives
-    the thread an earlier deadline, so when it wakes on a core a CPU-bound process holds,
-    it runs within about that time instead of after the other's whole slice. Its share of
-    the CPU does not change. The thread's policy and nice value are kept; a thread that
+    slice it wants (0.1-100 ms; 0 resets the default: 0.7 ms times 1 + log2 of the core
+    count, up to about 3 ms). A shorter slice gives the thread an earlier deadline, so
+    when it wakes on a core a CPU-bound process holds, it runs within about that time
+    instead of after the other's whole slice. Its share of the CPU does not change. The thread's policy and nice value are kept; a thread that
     is not under a normal policy (``SCHED_IDLE``, real-time), another architecture or
     another system is left alone. Older kernels accept the request and ignore it.
     """
@@ -303,7 +303,7 @@ class RowChunks:
     PIN = True
     #: The scheduler slice each worker asks for (ns, :func:`request_slice`; ``None``: the
     #: default). A worker wakes for every product, and on the core the competitor holds
-    #: it used to wait out the competitor's slice (about 3 ms) first, while the other
+    #: it used to wait out the competitor's slice (1.4 ms on two cores) first, while the other
     #: worker finished its chunks and the caller waited; products at 20,000 x 512 x 10
     #: take a few milliseconds. Measured there beside one busy process: 5-22% faster
     #: (``docs/glm.md``).
