@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import math
 import os
+import threading
 import time
 
 import torch
@@ -96,14 +97,17 @@ def request_slice(ns: int) -> bool:
     slice it wants (0.1-100 ms; 0 resets the default: 0.7 ms times 1 + log2 of the core
     count, up to about 3 ms). A shorter slice gives the thread an earlier deadline, so
     when it wakes on a core a CPU-bound process holds, it runs within about that time
-    instead of after the other's whole slice. Its share of the CPU does not change. The thread's policy and nice value are kept; a thread that
-    is not under a normal policy (``SCHED_IDLE``, real-time), another architecture or
-    another system is left alone. Older kernels accept the request and ignore it.
+    instead of after the other's whole slice. Its share of the CPU does not change.
+
+    The thread's policy and nice value are kept; a thread that is not under a normal
+    policy (``SCHED_IDLE``, real-time), another architecture or another system is left
+    alone. Older kernels accept the request and ignore it.
     """
     import platform
+    import sys
 
     calls = _SCHED_SETATTR.get(platform.machine())
-    if calls is None or not hasattr(os, "sched_getaffinity"):
+    if calls is None or not sys.platform.startswith("linux"):
         return False
     try:
         import ctypes
@@ -313,6 +317,7 @@ class RowChunks:
         self.workers = 1
         self.calls = 0
         self.short_slices = 0  # workers whose slice request was accepted (a diagnostic)
+        self._started = threading.Lock()  # the workers' initialisers count under it
         self._pool = None
         self._size = 0
 
@@ -380,7 +385,8 @@ class RowChunks:
         # MKL's are per thread once a thread has used them
         torch.set_num_threads(1)
         if self.SLICE_NS is not None and request_slice(self.SLICE_NS):
-            self.short_slices += 1
+            with self._started:
+                self.short_slices += 1
         if not self.PIN:
             return
         cores = sorted(_affinity())

@@ -18,10 +18,14 @@ prox-gradient residual ``L * ||Delta_{k+1} - Y_k||_inf <= tol``.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
 from debuggable.glm.penalties import ElasticNet
+
+if TYPE_CHECKING:
+    from debuggable._threads import RowChunks
 
 
 #: Products ``Y G`` of fewer multiply-adds (``K (m + 1)^2``) stay on the calling thread:
@@ -30,7 +34,7 @@ from debuggable.glm.penalties import ElasticNet
 SPLIT_MIN_MULTIPLY_ADDS = 5e7
 
 
-def kron_operator(G: torch.Tensor, B: torch.Tensor, c: float, rows=None):
+def kron_operator(G: torch.Tensor, B: torch.Tensor, c: float, rows: RowChunks | None = None):
     """``Y^T -> (c G Y B)^T`` in the transposed ``(K, m + 1)`` layout (``G`` symmetric):
     the Hessian of the model ``q`` above, for :func:`solve_quadratic_model`.
 
