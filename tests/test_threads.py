@@ -371,8 +371,14 @@ def test_row_chunk_workers_ask_for_short_slices():
     _skip_without_custom_slices()
     rows = RowChunks()
     rows.set_workers(2)
+    barrier = __import__("threading").Barrier(2)
+
+    def slice_of_worker(s, e):
+        barrier.wait(timeout=10)  # both workers at once: both threads are started
+        return _sched_attr()[2]
+
     try:
-        slices = {s[2] for s in rows.map(lambda s, e: _sched_attr(), [(0, 1), (1, 2), (2, 3)])}
+        slices = list(rows.map(slice_of_worker, [(0, 1), (1, 2)]))
     finally:
         rows.close()
-    assert slices == {RowChunks.SLICE_NS} and rows.short_slices == 2
+    assert slices == [RowChunks.SLICE_NS] * 2 and rows.short_slices == 2
