@@ -639,6 +639,7 @@ def _elastic_net_path(X, y, t_start, budget, *, family, alpha, n_lambdas, lambda
 
     if not design.streaming:
         design.rows = budget.rows  # the workers the budget turns on beside a competing process
+    datafit.rows = budget.rows  # and the datafit's passes over (n, K), in memory either way
     gram = design.gram()
     sol = ProxNewtonSolver(design, datafit, penalty, gram, work_dtype=work_dtype, verbose=int(verbose) if comm.is_root else 0,
                            on_iteration=budget.update)

@@ -226,7 +226,7 @@ def newton_cg_direction(hvp, grad: torch.Tensor, face: torch.Tensor, precond, *,
             break
         a = rz / pHp
         D = D + a * p
-        ZD = a * Zp if ZD is None else ZD + a * Zp
+        ZD = a * Zp if ZD is None else ZD.add_(Zp, alpha=a)
         r = r - a * Hp
         z = precond(r) * f
         rz_new = float((r * z).sum())

@@ -114,7 +114,7 @@ def gradient(design, datafit: Datafit, Z: torch.Tensor, *, exact: bool, full: bo
     loss, M = datafit.loss_and_mean(Z)
     R = datafit.residual(M)
     G = design.rmv(R, exact=exact, full=full) / datafit.n
-    gb = datafit.comm.sum_(R.sum(0).to(torch.float64), "1^T R") / datafit.n
+    gb = datafit.comm.sum_(datafit.sum_rows(R), "1^T R") / datafit.n
     if datafit.shift_invariant:
         G = G - G.mean(1, keepdim=True)
         gb = gb - gb.mean()
@@ -223,7 +223,7 @@ class ProxNewtonSolver:
             Zd += D[m].to(self.work_dtype)
             Q = datafit.hessian_apply(Z, Zd)
             HD = torch.cat([design.rmv(Q) / datafit.n,
-                            datafit.comm.sum_(Q.sum(0, keepdim=True).to(torch.float64), "1^T Q") / datafit.n], 0)
+                            datafit.comm.sum_(datafit.sum_rows(Q).unsqueeze(0), "1^T Q") / datafit.n], 0)
             HD[:m] += ridge * D[:m]
             return centre(HD * face), Zd
 
@@ -283,8 +283,8 @@ class ProxNewtonSolver:
                 Wt[towards & ((Wt * WA) <= 0)] = 0.0
             if datafit.shift_invariant:
                 Wt -= penalty.row_shift(Wt, lam).unsqueeze(1)
-            Zt = Z + t * ZD
-            Ft = datafit.loss(Zt) + penalty.value(Wt, lam)
+            lt, Zt = datafit.loss_along(Z, ZD, t)
+            Ft = lt + penalty.value(Wt, lam)
             if Ft <= obj + 1e-4 * t * dec:
                 return NewtonCGStep(Wt, b + t * D[m], Zt, used, t, *timing)
             t *= 0.5
@@ -391,8 +391,8 @@ class ProxNewtonSolver:
                 Zs = None
                 if dec < 0:
                     for _ in range(40):
-                        Zs = Z + s * Zd
-                        Fs = datafit.loss(Zs) + (pen_full if s == 1.0 else penalty.value(WA + s * DW, lam))
+                        ls, Zs = datafit.loss_along(Z, Zd, s)
+                        Fs = ls + (pen_full if s == 1.0 else penalty.value(WA + s * DW, lam))
                         if Fs <= obj + 1e-4 * s * dec:
                             accepted = True
                             break
