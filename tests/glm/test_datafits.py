@@ -3,8 +3,6 @@ on the row-chunk workers, against NumPy float64 formulas."""
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import torch
@@ -12,6 +10,8 @@ import torch
 from debuggable._threads import RowChunks
 from debuggable.glm import elastic_net_path
 from debuggable.glm.datafits import Multinomial, make_datafit
+
+from .spies import spying_rows
 
 
 def _softmax(Z: np.ndarray) -> np.ndarray:
@@ -30,22 +30,6 @@ def small_blocks(monkeypatch):
     at least 2^18 numbers)."""
     monkeypatch.setattr(Multinomial, "BLOCKED_MIN_ENTRIES", 1)
     monkeypatch.setattr(Multinomial, "BLOCK_ENTRIES", 7 * 16)
-
-
-def _spied_workers():
-    rows = RowChunks()
-    rows.set_workers(2)
-    seen = set()
-    inner = rows.map
-
-    def spying_map(fn, chunks):
-        def record(s, e):
-            seen.add(threading.current_thread().name)
-            return fn(s, e)
-        return inner(record, chunks)
-
-    rows.map = spying_map
-    return rows, seen
 
 
 def _all_passes(fit, Z: torch.Tensor, Zd: torch.Tensor) -> dict:
@@ -72,7 +56,7 @@ def test_blocked_multinomial_passes_match_numpy(small_blocks, monkeypatch, weigh
     w = rng.uniform(0.2, 3.0, n) if weights else None
     Zn, Zdn = 2 * rng.standard_normal((n, K)), rng.standard_normal((n, K))
     fit = make_datafit("multinomial", y, w, torch.device("cpu"))
-    rows, seen = _spied_workers() if workers else (None, set())
+    rows, seen = spying_rows() if workers else (None, set())
     fit.rows = rows
     try:
         got = _all_passes(fit, torch.from_numpy(Zn), torch.from_numpy(Zdn))

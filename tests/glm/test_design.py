@@ -8,6 +8,7 @@ import torch
 
 from debuggable.glm._design import InMemoryDesign, StreamingDesign, thin_rt_x
 
+from .spies import spying_rows
 from .test_streaming import TinyReader
 
 
@@ -77,22 +78,7 @@ def test_weighted_grams_are_the_weighted_products_of_the_row_and_column_subsets(
         assert got.dtype == torch.float64 and got.shape == want.shape
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
     if kind == "in_memory":  # with the row-chunk workers on, each request is one worker's task
-        import threading
-
-        from debuggable._threads import RowChunks
-
-        design.rows = RowChunks()
-        design.rows.set_workers(2)
-        seen = set()
-        inner = design.rows.each
-
-        def spying_each(fn, items):
-            def record(item):
-                seen.add(threading.current_thread().name)
-                return fn(item)
-            return inner(record, items)
-
-        design.rows.each = spying_each
+        design.rows, seen = spying_rows()
         try:
             on_workers = design.weighted_grams(torch_requests)
         finally:
@@ -173,28 +159,13 @@ def test_products_over_row_chunk_workers_equal_the_single_call_products(exact, c
     """With the budget's row workers on, ``mv``, ``mv_all`` and ``rmv`` run over row chunks
     on worker threads; the results are NumPy's float64 products (up to the compute
     dtype's rounding) and the workers really ran them."""
-    import threading
-
-    from debuggable._threads import RowChunks
-
     rng = np.random.default_rng(3)
     n, d, k = 5000, 40, 7
     X = rng.standard_normal((n, d)).astype(np.float32)
     V = rng.standard_normal((d, k))
     R = rng.standard_normal((n, k))
     design = InMemoryDesign(torch.from_numpy(X), None)
-    rows = RowChunks()
-    rows.set_workers(2)
-    seen = set()
-    inner_map = rows.map
-
-    def spying_map(fn, chunks):
-        def record(s, e):
-            seen.add(threading.current_thread().name)
-            return fn(s, e)
-        return inner_map(record, chunks)
-
-    rows.map = spying_map
+    rows, seen = spying_rows()
     design.rows = rows
     A = {None: None, "few": torch.tensor([1, 5, 9]), "most": torch.arange(0, d - 2)}[cols]
     design.set_columns(A)

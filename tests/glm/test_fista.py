@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import torch
@@ -13,6 +11,8 @@ from debuggable._threads import RowChunks
 from debuggable.glm.penalties import ElasticNet
 from debuggable.glm.solvers.fista import kron_operator, solve_quadratic_model
 
+from .spies import spying_rows
+
 
 def _problem(m: int, K: int, seed: int = 0):
     rng = np.random.default_rng(seed)
@@ -21,22 +21,6 @@ def _problem(m: int, K: int, seed: int = 0):
     P = rng.standard_normal((K, K))
     B = P @ P.T / K + np.eye(K)  # symmetric positive definite, K x K
     return rng, G, B
-
-
-def _spying_rows(workers: int = 2) -> tuple[RowChunks, set[str]]:
-    rows = RowChunks()
-    rows.set_workers(workers)
-    seen: set[str] = set()
-    inner = rows.map
-
-    def spying_map(fn, chunks):
-        def record(s, e):
-            seen.add(threading.current_thread().name)
-            return fn(s, e)
-        return inner(record, chunks)
-
-    rows.map = spying_map
-    return rows, seen
 
 
 @pytest.mark.parametrize("diagonal", [False, True])
@@ -52,7 +36,7 @@ def test_kron_operator_is_c_g_y_b_transposed(diagonal, workers, dtype, monkeypat
         B = np.diag(B).copy()
     Y = rng.standard_normal((m + 1, K))
     want = (c * G @ Y @ (np.diag(B) if diagonal else B)).T
-    rows, seen = _spying_rows() if workers else (None, set())
+    rows, seen = spying_rows() if workers else (None, set())
     if workers:
         monkeypatch.setattr(fista, "SPLIT_MIN_MULTIPLY_ADDS", 0)
     try:
@@ -71,7 +55,7 @@ def test_kron_operator_is_c_g_y_b_transposed(diagonal, workers, dtype, monkeypat
 def test_kron_operator_keeps_small_products_on_the_calling_thread():
     m, K = 40, 5
     _, G, B = _problem(m, K)
-    rows, seen = _spying_rows()
+    rows, seen = spying_rows()
     try:
         kron_operator(torch.as_tensor(G), torch.as_tensor(B), 1.0, rows)(torch.ones(K, m + 1, dtype=torch.float64))
     finally:
