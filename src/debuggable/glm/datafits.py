@@ -123,7 +123,11 @@ class Datafit(ABC):
 
     def sum_rows(self, V: torch.Tensor) -> torch.Tensor:
         """``V.sum(0)`` in float64 (this rank's rows), over the row blocks."""
-        parts = self.row_blocks(lambda s, e: V[s:e].sum(0, dtype=torch.float64), V.shape[1])
+        return self._summed_blocks(lambda s, e: V[s:e].sum(0, dtype=torch.float64), V.shape[1])
+
+    def _summed_blocks(self, fn, width: int | None = None) -> torch.Tensor:
+        """The sum of ``fn(start, end)`` over :meth:`row_blocks`, added in row order."""
+        parts = self.row_blocks(fn, width)
         return parts[0] if len(parts) == 1 else torch.stack(parts).sum(0)
 
     def loss_along(self, Z: torch.Tensor, Zd: torch.Tensor, s: float) -> tuple[float, torch.Tensor]:
@@ -327,9 +331,8 @@ class Multinomial(Datafit):
         absorbs the rest."""
         if self.K >= self.DIAGONAL_MIN_CLASSES:
             q = self._probs(Z)
-            parts = self.row_blocks(
+            v = self._summed_blocks(
                 lambda s, e: self._curvature_diagonal_rows(q, s, e, q.dtype).sum(0, dtype=torch.float64))
-            v = parts[0] if len(parts) == 1 else torch.stack(parts).sum(0)
             self.comm.sum_(v, "the curvature diagonal")
             return v / max(self.wsum, 1e-300)  # wsum: all ranks' weights (n without weights)
         idx = _subsample(self.n_rows, Z.device, self.n if self.comm.active else None)
