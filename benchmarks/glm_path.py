@@ -30,6 +30,15 @@ lambda (``speedup_same_lambdas``). ``--ref-checkpoint FILE`` lets glm-saga's pat
 over several sittings, and ``benchmarks/glm_path_report.py`` pairs runs made apart
 (ours in one, the reference in another) and draws the comparison.
 
+``--record FILE`` appends every record to ``FILE`` as well; started again with the same
+settings (and the same ``src/debuggable``), it keeps the complete runs already there,
+runs only the missing ones and summarises them all, so ``--runs 5`` of a path that
+takes glmnet half an hour can be gathered over several sittings
+(``benchmarks/run_record.py``)::
+
+    python benchmarks/glm_path.py --size k1000 --n-lambdas 9 --lambda-min-ratio 0.1438449888287663 \
+        --solvers debuggable,glmnet,glm_saga --runs 5 --threads 2 --saga-timeout 600 --record k1000.jsonl
+
 ``--solvers`` also takes ``debuggable_no_rows``: our path without the row-chunk workers
 the thread budget turns on beside a competing process (``--load``), so the two run
 round robin in one benchmark::
@@ -61,8 +70,14 @@ SIZES = {"small": (20_000, 512, 10), "medium": (100_000, 2048, 100), "imagenet":
          "k10": (20_000, 512, 10), "k25": (30_000, 384, 25), "k100": (20_000, 2048, 100), "k1000": (10_000, 512, 1000)}
 
 
+#: where :func:`emit` also appends its records (``--record``), or None
+RECORD = None
+
+
 def emit(obj: dict) -> None:
     print(json.dumps(obj, default=float), flush=True)
+    if RECORD is not None:
+        RECORD.append(obj)
 
 
 def say(msg: str) -> None:
@@ -462,13 +477,28 @@ def bench_one(label: str, make_data, args, device: torch.device) -> dict:
         pass
     results: dict[tuple[str, str], list[dict]] = {}  # (solver, condition) -> one entry per run
     conditions = ["quiet", "loaded"] if args.load else ["quiet"]
-    for run in range(args.runs):
+    cid, runs = None, range(args.runs)
+    if RECORD is not None:
+        from run_record import config_id
+
+        cid = config_id(run_config(label, args))
+        timed = [name for name in args.solvers if not (name == "sklearn" and k < 3)]  # see run_solver
+        kept, first = RECORD.runs(label, cid, {(name, c) for name in timed for c in conditions})
+        for run in sorted(kept)[: args.runs]:
+            for key, got in kept[run].items():
+                results.setdefault(key, []).append(got)
+        have = min(len(kept), args.runs)
+        runs = range(first, first + args.runs - have)
+        say(f"   {RECORD.path}: {have} complete run(s) of these settings kept (configuration {cid}), "
+            f"{len(runs)} to run" + (f"; {RECORD.skipped} unreadable line(s) skipped" if RECORD.skipped else ""))
+    for nth, run in enumerate(runs, args.runs - len(runs) + 1):
         # round robin: each run starts with the next solver, so slow drifts of the machine
         # do not always fall on the same one
         order = args.solvers[run % len(args.solvers):] + args.solvers[: run % len(args.solvers)]
         for name in order:
             for condition in conditions:
-                say(f"   run {run + 1}/{args.runs}: {name}" + (f" ({condition})" if args.load else "") + " ...")
+                say(f"   run {nth}/{args.runs}: {name}"
+                    + (f" ({condition})" if args.load else "") + " ...")
                 with competitors(args.load if condition == "loaded" else 0):
                     got = run_solver(name, Xs, y, grid, k, args, device)
                 if got is None:
@@ -480,6 +510,8 @@ def bench_one(label: str, make_data, args, device: torch.device) -> dict:
                     ev = evaluate(Xs, y, W, b, float(grid[i]), args.alpha)
                     row = {"kind": "lambda", "size": label, "solver": name, "run": run, "condition": condition, "index": i,
                            "lambda": float(grid[i]), "time": tl, **ev}
+                    if cid is not None:
+                        row["config_id"] = cid
                     if per_lambda is not None:
                         row["solver_detail"] = per_lambda[i]
                     emit(row)
@@ -488,6 +520,8 @@ def bench_one(label: str, make_data, args, device: torch.device) -> dict:
                         "total_time": total, "n_lambdas_done": len(rows), "n_lambdas": args.n_lambdas,
                         "max_kkt_rel": max((r["kkt_rel"] for r in rows), default=None), "threads": torch.get_num_threads(),
                         "device": str(device), **extra}
+                if cid is not None:
+                    summ.update(config_id=cid, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
                 emit(summ)
                 results.setdefault((name, condition), []).append({"rows": rows, "summary": summ})
                 kkt = "-" if summ["max_kkt_rel"] is None else f"{summ['max_kkt_rel']:.2e}"
@@ -522,6 +556,18 @@ def bench_one(label: str, make_data, args, device: torch.device) -> dict:
 
 
 SOLVERS = ("debuggable", "glmnet", "glm_saga", "sklearn", "debuggable_no_rows")
+
+
+def run_config(label: str, args) -> dict:
+    """Every setting that changes what a run times, and the hash of our solver's code:
+    ``--record`` keeps earlier runs only when this is the same."""
+    from run_record import code_hash
+
+    keys = ("n_lambdas", "lambda_min_ratio", "alpha", "device", "threads", "fixed_threads", "no_row_workers",
+            "load", "glmnet_tol", "glmnet_max_iter", "glmnet_timeout", "dtype", "ref_budget", "ours_budget",
+            "saga_lr", "saga_batch", "saga_epochs", "saga_tol", "saga_timeout", "sklearn_tol", "sklearn_max_iter",
+            "seed")
+    return {"size": label, **{key: getattr(args, key) for key in keys}, "code": code_hash()}
 
 
 def check_solvers(names):
@@ -620,6 +666,8 @@ def summarise_runs(label, ref, condition, cmps, ours_runs, ref_runs) -> dict:
         "max_kkt_rel_reference": worst("max_kkt_rel_reference"),
         "threads": ours_runs[0]["summary"]["threads"],
     }
+    if any("finished_at" in o["summary"] for o in ours_runs):  # --record: the runs may span sittings
+        rec["finished_at"] = [o["summary"].get("finished_at") for o in ours_runs]
     fmt = lambda v: "-" if v is None else f"{v:.1e}"  # noqa: E731
     say(f"   == {label} vs {ref} ({condition}, {len(cmps)} run(s)): median {rec['median_time_ours']:.2f}s ours vs "
         f"{rec['median_time_reference']:.2f}s, median speed-up {rec['median_speedup']:.2f}x "
@@ -727,6 +775,9 @@ def main(argv=None):
     ap.add_argument("--saga-timeout", type=float, default=None,
                     help="seconds after which glm-saga is stopped, inside a lambda if need be; the time it "
                          "spent then bounds its path from below (--ref-budget only stops between lambdas)")
+    ap.add_argument("--record", default=None, metavar="FILE",
+                    help="also append every record to FILE, and keep the complete runs of the same settings "
+                         "already there: only the missing ones of --runs are run (benchmarks/run_record.py)")
     ap.add_argument("--sklearn-tol", type=float, default=1e-4)
     ap.add_argument("--sklearn-max-iter", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
@@ -744,6 +795,12 @@ def main(argv=None):
 
         ThreadBudget.ROW_WORKERS = False
     args.solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
+    global RECORD
+    RECORD = None
+    if args.record:
+        from run_record import RunRecord
+
+        RECORD = RunRecord(args.record)
     device = torch.device(args.device)
     sizes = args.size if args.size else ([] if (args.npz or args.store or args.project) else ["small", "medium"])
     if sizes or args.npz or args.store:

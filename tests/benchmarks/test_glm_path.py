@@ -287,3 +287,56 @@ def test_our_path_without_row_workers_runs_round_robin_beside_ours(glm_path, cap
     assert flags == {"debuggable": [True, True], "debuggable_no_rows": [False, False]}
     assert ThreadBudget.ROW_WORKERS is True
     assert all("row_workers" in r for r in solvers)
+
+
+_TINY = ["--size", "400x8x3", "--n-lambdas", "3", "--solvers", "debuggable,sklearn", "--threads", "1", "--verbose", "0"]
+
+
+def test_record_keeps_complete_runs_and_runs_only_the_missing_ones(glm_path, capsys, tmp_path):
+    record = tmp_path / "runs.jsonl"
+    glm_path.main([*_TINY, "--runs", "2", "--record", str(record)])
+    first = capsys.readouterr()
+    assert sorted((r["run"], r["solver"]) for r in _rows(first.out, "solver")) == [
+        (0, "debuggable"), (0, "sklearn"), (1, "debuggable"), (1, "sklearn")]
+    # the file holds exactly what was printed
+    assert [json.loads(line) for line in record.read_text().splitlines()] == list(map(json.loads, first.out.splitlines()))
+
+    glm_path.main([*_TINY, "--runs", "3", "--record", str(record)])
+    second = capsys.readouterr()
+    new = _rows(second.out, "solver")
+    # only the third run is timed, and it goes on with the round robin (run 2 starts with ours)
+    assert [(r["run"], r["solver"]) for r in new] == [(2, "debuggable"), (2, "sklearn")]
+    assert "2 complete run(s) of these settings kept" in second.err and "1 to run" in second.err
+    (summary,) = _rows(second.out, "summary")
+    ours = {r["run"]: r["total_time"] for r in _rows(first.out + second.out, "solver") if r["solver"] == "debuggable"}
+    assert summary["runs"] == 3 and summary["times_ours"] == [ours[0], ours[1], ours[2]]
+    assert summary["median_time_ours"] == pytest.approx(sorted(ours.values())[1])
+    assert len(summary["finished_at"]) == 3
+
+    glm_path.main([*_TINY, "--runs", "3", "--record", str(record)])
+    third = capsys.readouterr()
+    assert not _rows(third.out, "solver") and "0 to run" in third.err
+    assert _rows(third.out, "summary")[0]["times_ours"] == summary["times_ours"]
+
+
+def test_record_drops_an_unfinished_run_and_runs_of_other_settings(glm_path, capsys, tmp_path):
+    record = tmp_path / "runs.jsonl"
+    glm_path.main([*_TINY, "--runs", "1", "--record", str(record)])
+    capsys.readouterr()
+    lines = record.read_text().splitlines()
+    # as if the run had been killed while the reference ran: its summary and the end of
+    # the line being written are missing
+    last = max(i for i, line in enumerate(lines) if json.loads(line)["kind"] == "solver")
+    record.write_text("\n".join(lines[:last]) + "\n" + lines[last][:25])
+
+    glm_path.main([*_TINY, "--runs", "1", "--record", str(record)])
+    out = capsys.readouterr()
+    assert "0 complete run(s)" in out.err and "1 unreadable line(s) skipped" in out.err
+    # the unfinished run's index is not reused
+    assert {r["run"] for r in _rows(out.out, "solver")} == {1}
+    assert _rows(out.out, "summary")[0]["runs"] == 1
+
+    glm_path.main([*_TINY[:3], "4", *_TINY[4:], "--runs", "1", "--record", str(record)])  # 4 lambdas
+    out = capsys.readouterr()
+    assert "0 complete run(s)" in out.err
+    assert {r["run"] for r in _rows(out.out, "solver")} == {0}
