@@ -4,22 +4,15 @@ whole script runs on a real (tiny) ``glm_path.py`` output."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture()
-def cost_model(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import glm_cost_model
-
-    yield glm_cost_model
-    monkeypatch.delitem(sys.modules, "glm_cost_model", raising=False)
+def cost_model(load_benchmark):
+    return load_benchmark("glm_cost_model")
 
 
 def _synthetic_results(path: Path, truth: np.ndarray, ratio: float, rng) -> None:
@@ -66,15 +59,10 @@ def test_work_scales_with_the_shape(cost_model):
     np.testing.assert_allclose(x[0, 3], 6.0 * 4)
 
 
-def test_the_script_on_a_real_benchmark_output(cost_model, tmp_path, capsys, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import glm_path
-
-    try:
-        glm_path.main(["--size", "600x24x3", "--size", "500x16x6", "--n-lambdas", "5", "--lambda-min-ratio", "0.05",
-                       "--solvers", "debuggable", "--threads", "1", "--fixed-threads"])
-    finally:
-        monkeypatch.delitem(sys.modules, "glm_path", raising=False)
+def test_the_script_on_a_real_benchmark_output(cost_model, load_benchmark, tmp_path, capsys):
+    load_benchmark("glm_path").main(["--size", "600x24x3", "--size", "500x16x6", "--n-lambdas", "5",
+                                     "--lambda-min-ratio", "0.05", "--solvers", "debuggable", "--threads", "1",
+                                     "--fixed-threads"])
     out = capsys.readouterr().out
     (tmp_path / "runs.jsonl").write_text(out)
     lambdas = [r for r in map(json.loads, out.splitlines()) if r["kind"] == "lambda"]

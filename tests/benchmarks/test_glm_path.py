@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,8 @@ pytest.importorskip("glm_saga")
 
 
 @pytest.fixture()
-def glm_path(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import glm_path
-
-    yield glm_path
-    monkeypatch.delitem(sys.modules, "glm_path", raising=False)
+def glm_path(load_benchmark):
+    return load_benchmark("glm_path")
 
 
 def _rows(out: str, kind: str) -> list[dict]:
@@ -66,9 +61,8 @@ def _write_run(path, solver, times, objectives, kkts, lambdas, n_lambdas, size="
                              "n_lambdas_done": len(times), "n_lambdas": n_lambdas, "threads": 2}) + "\n")
 
 
-def test_report_pairs_runs_from_separate_files(monkeypatch, capsys, tmp_path):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import glm_path_report
+def test_report_pairs_runs_from_separate_files(load_benchmark, capsys, tmp_path):
+    glm_path_report = load_benchmark("glm_path_report")
 
     lambdas = [1.0, 0.5, 0.25]
     ours, saga_part, saga = tmp_path / "ours.jsonl", tmp_path / "saga1.jsonl", tmp_path / "saga2.jsonl"
@@ -96,9 +90,8 @@ def test_report_pairs_runs_from_separate_files(monkeypatch, capsys, tmp_path):
     assert short["speedup_total_lower_bound"] is None and short["speedup_same_lambdas"] == pytest.approx(10.0)
 
 
-def test_report_refuses_different_grids(monkeypatch, tmp_path):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import glm_path_report
+def test_report_refuses_different_grids(load_benchmark, tmp_path):
+    glm_path_report = load_benchmark("glm_path_report")
 
     ours, saga = tmp_path / "ours.jsonl", tmp_path / "saga.jsonl"
     _write_run(ours, "debuggable", [1.0, 2.0], [3.0, 2.0], [0.0, 1e-3], [1.0, 0.5], 2)

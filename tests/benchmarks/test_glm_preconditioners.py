@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def test_the_exact_per_class_blocks_beat_no_preconditioner(capsys, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import glm_preconditioners
-
+def test_the_exact_per_class_blocks_beat_no_preconditioner(capsys, load_benchmark):
+    glm_preconditioners = load_benchmark("glm_preconditioners")
     glm_preconditioners.main(["--size", "400x8x20", "--index", "15", "--threads", "1"])
     rows = {r["preconditioner"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
     assert len(rows) == 11
@@ -21,4 +15,3 @@ def test_the_exact_per_class_blocks_beat_no_preconditioner(capsys, monkeypatch):
     assert blocks["products_rtol_1e-3"] < none["products_rtol_1e-3"]
     kept = [rows[f"per-class blocks, {m}% of the curvature"]["samples_per_class"] for m in (99, 95, 90, 80, 50)]
     assert kept == sorted(kept, reverse=True) and kept[0] <= 400  # less of the curvature, fewer samples
-    sys.modules.pop("glm_preconditioners", None)

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture()
-def threads_load(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
+def threads_load(load_benchmark):
     threads = torch.get_num_threads()
-    import glm_threads_load
-
-    yield glm_threads_load
-    monkeypatch.delitem(sys.modules, "glm_threads_load", raising=False)
+    yield load_benchmark("glm_threads_load")
     torch.set_num_threads(threads)
 
 

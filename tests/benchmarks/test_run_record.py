@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture()
-def run_record(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import run_record
-
-    yield run_record
-    monkeypatch.delitem(sys.modules, "run_record", raising=False)
+def run_record(load_benchmark):
+    return load_benchmark("run_record")
 
 
 def _run(record, run, solver, n, cid="c1", size="s", done=None):

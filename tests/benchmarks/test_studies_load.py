@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture()
-def studies_load(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import studies_load
-
-    yield studies_load
-    monkeypatch.delitem(sys.modules, "studies_load", raising=False)
+def studies_load(load_benchmark):
+    return load_benchmark("studies_load")
 
 
 def test_load_and_kill_lose_and_duplicate_nothing(studies_load, capsys):
