@@ -424,6 +424,28 @@ def test_files_honour_the_umask(tmp_path, umask, file_mode, dir_mode, base_run):
         assert mode == (dir_mode if p.is_dir() else file_mode), f"{p}: {oct(mode)}"
 
 
+def test_status_and_help_import_neither_torch_nor_scikit_learn(base_run):
+    """``status`` reads the stage table, the manifest and the stores' done-markers: a
+    fresh process answers it (and ``--help``) without loading torch or the methods."""
+    code = ("import contextlib, io, sys\n"
+            "from debuggable.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            f"    code = main(['status', {str(base_run)!r}])\n"
+            "    try:\n"
+            "        main(['--help'])\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "print(code, sorted(m for m in ('torch', 'sklearn', 'scipy', 'captum') if m in sys.modules))\n"
+            "print(out.getvalue())\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    first, printed = proc.stdout.split("\n", 1)
+    assert first == "0 []"
+    statuses = dict(line.split(None, 1) for line in printed.splitlines() if line[:1].isalpha() and "  " in line)
+    assert statuses["extract"] == "done" and statuses["evaluate"] == "done"
+    assert "usage: debuggable" in printed
+
+
 def test_status_into_a_closed_pipe_is_quiet(base_run):
     proc = subprocess.Popen(CLI + ["status", str(base_run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # the reader is gone before anything is written

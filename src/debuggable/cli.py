@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="run.toml, or a run directory holding one")
     _add_common(run)
 
-    from debuggable.pipeline.explain_tests_stage import STAGE_ALIASES, add_explain_tests_options
+    from debuggable.pipeline.explain_tests_cli import STAGE_ALIASES, add_explain_tests_options
 
     for stage in STAGES:
         if stage.name == "studies":  # `debuggable study create` runs it, beside the study app's commands
@@ -171,7 +171,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(pipeline.describe_results(run, summaries))
         return 0
 
-    from debuggable.pipeline.explain_tests_stage import STAGE_ALIASES, apply_explain_tests_options
+    from debuggable.pipeline.explain_tests_cli import STAGE_ALIASES, apply_explain_tests_options
 
     run = RunDirectory.open(args.config)
     if args.device:

@@ -111,7 +111,7 @@ def test_cli_alias_options_and_validation(tmp_path):
 
 
 def test_options_are_saved_to_the_config(tmp_path):
-    from debuggable.pipeline.explain_tests_stage import apply_explain_tests_options
+    from debuggable.pipeline.explain_tests_cli import apply_explain_tests_options
 
     config = tiny_config()
     args = build_parser().parse_args(["explain-tests", "r", "--bugs", "ood", "--n-boot", "50"])

@@ -8,9 +8,13 @@
 * :class:`RunningMoments`: streaming, mergeable per-feature mean and variance.
 
 The on-disk layout is documented in ``docs/feature_store.md``.
+
+Importing the package does not import torch: the extraction functions load with their
+module (:mod:`debuggable.features.extract`) at first use.
 """
 
-from debuggable.features.extract import extract_features, extract_splits, split_fingerprint
+from typing import Any
+
 from debuggable.features.stats import RunningMoments
 from debuggable.features.store import (
     ARRAY_NAMES,
@@ -20,8 +24,20 @@ from debuggable.features.store import (
     SplitReader,
     SplitStatus,
     SplitWriter,
+    StoreIntegrityError,
     auto_chunk_rows,
 )
+
+_EXTRACT = ("extract_features", "extract_splits", "split_fingerprint")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXTRACT:
+        from debuggable.features import extract
+
+        return getattr(extract, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "StoreIntegrityError",

@@ -26,8 +26,8 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import numpy as np
-import torch
 
+from debuggable._tensors import is_tensor
 from debuggable.errors import DebuggableError
 
 __all__ = ["RunningMoments"]
@@ -43,7 +43,9 @@ def _block_moments(block: Any) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]
         ``(B, shift, rel_mean, m2)``: ``shift`` is the block's first row, the mean is
         ``shift + rel_mean``; all float64 arrays of ``shape``.
     """
-    if isinstance(block, torch.Tensor):
+    if is_tensor(block):
+        import torch
+
         t = block.detach()
         if t.ndim == 0:
             raise DebuggableError("block: expected an array with a leading row axis, got a scalar tensor.")

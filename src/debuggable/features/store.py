@@ -49,18 +49,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import google_crc32c
 import numpy as np
-import torch
 import zarr
 from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
+from debuggable._tensors import is_tensor
 from debuggable.errors import DebuggableError
 from debuggable.run.atomic import atomic_write_text
 from debuggable.features.stats import RunningMoments
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "FORMAT_VERSION",
@@ -1261,6 +1264,8 @@ class SplitWriter:
 
 
 def _to_device(block: np.ndarray, device: torch.device | str | None) -> torch.Tensor:
+    import torch
+
     t = torch.from_numpy(block)
     if device is None:
         return t
@@ -1425,7 +1430,7 @@ class SplitReader:
                 raise DebuggableError(f"rows: index {r} is out of range for split {self.name!r} with {n} rows.")
             r %= n
             return h.read_range(r, r + 1)[0]
-        idx = np.asarray(rows.cpu() if isinstance(rows, torch.Tensor) else rows)
+        idx = np.asarray(rows.cpu() if is_tensor(rows) else rows)
         if idx.dtype == np.bool_:
             if idx.shape != (n,):
                 raise DebuggableError(f"rows: a boolean mask must have shape ({n},), got {idx.shape}.")

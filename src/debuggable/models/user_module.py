@@ -46,8 +46,8 @@ from debuggable.errors import DebuggableError
 from debuggable.models.backbone import Backbone, BackboneOutput
 from debuggable.models.hooks import ModuleBackbone, layer_names
 from debuggable.models.preprocess import ImagePreprocess
+from debuggable.run.config import USER_MODEL_KINDS as USER_KINDS
 
-USER_KINDS = ("module", "exported")
 # torch's own unpickling of exported programs warns about its internal pytree API; the
 # warning is torch's business and would only clutter a user's log.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)

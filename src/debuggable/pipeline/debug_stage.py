@@ -53,11 +53,6 @@ CLOUDS_FILE = "word_clouds.json"
 ERRORS_FILE = "errors.npz"
 
 
-def debug_applies(run: RunDirectory) -> bool:
-    cfg = run.config.debug
-    return cfg is not None and cfg.enabled
-
-
 def check_debug_config(config) -> None:
     """Validate the debug settings against the rest of the config (before anything is written)."""
     cfg = config.debug

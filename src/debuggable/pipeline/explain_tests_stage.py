@@ -62,8 +62,10 @@ from debuggable.pipeline.explain_models import (
     train_user_model,
     unusable_methods,
 )
+from debuggable.pipeline.explain_tests_cli import TESTABLE_KINDS
+from debuggable.pipeline.roles import needs_training
 from debuggable.pipeline.stage import StageContext
-from debuggable.pipeline.train_stage import load_trained, needs_training, train_config
+from debuggable.pipeline.train_stage import load_trained, train_config
 from debuggable.run import (
     ExplainTestsConfig,
     ModelConfig,
@@ -78,16 +80,6 @@ PANELS_FILE = "panels.npz"
 TABLE_FILE = "table.csv"
 #: planted when the run's data carries no spurious patch of its own
 FALLBACK_PATCH = {"shape": "square", "size": 4, "colour": 1.0, "position": "top_left"}
-
-
-#: inspected model kinds the stage can test (image models it can attribute and retrain)
-TESTABLE_KINDS = ("small_cnn", "module", "exported")
-
-
-def explain_tests_applies(run: RunDirectory) -> bool:
-    """The stage runs when enabled and the inspected model is the small CNN or a user's image model."""
-    cfg = run.config.explain_tests
-    return cfg is not None and cfg.enabled and run.config.model.kind in TESTABLE_KINDS
 
 
 def check_explain_tests_config(config: RunConfig) -> None:
@@ -393,56 +385,6 @@ def describe_findings(summary: dict[str, Any]) -> list[str]:
                 parts.append(f"{name.replace('_', ' ')} {'changed' if f[f'{name}_sensitive_to_top_layer'] else 'unchanged'}")
         lines.append("top layer re-initialised: " + ", ".join(parts))
     return lines
-
-
-# ----------------------------------------------------------------------------- the CLI's options
-
-#: hyphenated spellings of stage sub-commands: ``debuggable explain-tests RUN``
-STAGE_ALIASES = {"explain-tests": "explain_tests"}
-
-
-def add_explain_tests_options(parser) -> None:
-    """The ``explain-tests`` sub-command's options (each overrides ``[explain_tests]``)."""
-    g = parser.add_argument_group("explain-tests settings (saved to run.toml)")
-    g.add_argument("--methods", default=None,
-                   help="comma-separated attribution methods, e.g. saliency,integrated_gradients,guided_backprop "
-                        "(default: the config's; 'all' for every registered method)")
-    g.add_argument("--bugs", default=None,
-                   help="comma-separated bugs among spurious_patch,mislabels,model_randomization,ood")
-    g.add_argument("--examples", type=int, default=None, help="images per test (spurious, mislabels, OOD)")
-    g.add_argument("--randomization-examples", type=int, default=None, help="images for the layer-randomisation test")
-    g.add_argument("--n-boot", type=int, default=None, help="bootstrap replicates for the confidence intervals")
-
-
-def apply_explain_tests_options(config: RunConfig, args) -> bool:
-    """Put the sub-command's options into ``config.explain_tests`` (enabling it).
-
-    Returns:
-        True when anything was given (the caller saves ``run.toml`` after validation).
-
-    Raises:
-        DebuggableError: naming the first invalid option.
-    """
-    from pydantic import ValidationError
-
-    updates: dict[str, Any] = {}
-    if getattr(args, "methods", None):
-        updates["methods"] = list_methods() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
-    if getattr(args, "bugs", None):
-        updates["bugs"] = [b.strip() for b in args.bugs.split(",") if b.strip()]
-    for opt, key in (("examples", "examples"), ("randomization_examples", "randomization_examples"), ("n_boot", "n_boot")):
-        if getattr(args, opt, None) is not None:
-            updates[key] = getattr(args, opt)
-    if not updates:
-        return False
-    current = config.explain_tests.model_dump() if config.explain_tests is not None else {}
-    try:
-        config.explain_tests = ExplainTestsConfig.model_validate({**current, **updates, "enabled": True})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = "--" + str(err["loc"][0]).replace("_", "-")
-        raise DebuggableError(f"{where}: {err.get('input')!r} is invalid: {err['msg']}.") from None
-    return True
 
 
 def describe_compact(summary: dict[str, Any]) -> list[str]:

@@ -18,8 +18,9 @@ from debuggable.features.store import StoreIntegrityError
 from debuggable.glm.distributed import Communicator
 from debuggable.models import Backbone, load_backbone, load_model
 from debuggable.pipeline.data_stage import build_data
+from debuggable.pipeline.roles import model_roles, needs_training
 from debuggable.pipeline.stage import StageContext
-from debuggable.pipeline.train_stage import model_dir, model_roles, needs_training
+from debuggable.pipeline.train_stage import model_dir
 from debuggable.run import RunDirectory
 
 
@@ -29,7 +30,8 @@ def store_path(run: RunDirectory, role: str) -> Path:
 
 def make_backbone(run: RunDirectory, role: str) -> Backbone:
     """The backbone of ``role`` (a model trained in this run, or a configured one)."""
-    from debuggable.pipeline.user_models import fine_tunes, is_user_model, user_model_backbone
+    from debuggable.pipeline.roles import fine_tunes, is_user_model
+    from debuggable.pipeline.user_models import user_model_backbone
 
     model_cfg = model_roles(run.config)[role]
     if is_user_model(model_cfg):

@@ -25,8 +25,8 @@ from debuggable.failures import FailureAnalysis, Group, analyze_failures
 from debuggable.failures.evidence import failure_mode_evidence
 from debuggable.failures.planted import planted_condition_check
 from debuggable.pipeline.extract_stage import open_store
+from debuggable.pipeline.roles import model_roles
 from debuggable.pipeline.stage import StageContext
-from debuggable.pipeline.train_stage import model_roles
 from debuggable.run import FailuresConfig, RunDirectory, read_json
 
 EVIDENCE_DIR = "evidence"
@@ -48,12 +48,6 @@ class StoreRows:
             rows, cols = rows
             return self.reader.read("features", rows)[:, cols]
         return self.reader.read("features", rows)
-
-
-def failures_applies(run: RunDirectory) -> bool:
-    """The stage runs when it is enabled and its feature store names a model of the run."""
-    cfg = run.config.failures
-    return cfg is not None and cfg.enabled and cfg.store in model_roles(run.config)
 
 
 def check_failures_config(config) -> None:

@@ -21,8 +21,8 @@ from debuggable.glm import GLMPath, elastic_net_path
 from debuggable.glm.checkpoint import PathCheckpoint
 from debuggable.glm.distributed import Communicator, RowRangeReader, shard_bounds
 from debuggable.pipeline.extract_stage import open_store
+from debuggable.pipeline.roles import model_roles
 from debuggable.pipeline.stage import StageContext
-from debuggable.pipeline.train_stage import model_roles
 from debuggable.run import RunDirectory
 
 

@@ -56,8 +56,8 @@ from debuggable.interpret.figures import evidence_figure, image_rows
 from debuggable.layer import SparseDecisionLayer
 from debuggable.pipeline.data_stage import build_data
 from debuggable.pipeline.extract_stage import make_backbone, open_store
+from debuggable.pipeline.roles import model_roles
 from debuggable.pipeline.stage import StageContext
-from debuggable.pipeline.train_stage import model_roles
 from debuggable.run import InterpretConfig, RunDirectory, atomic_write_json
 
 CARDS_FILE = "cards.json"
@@ -84,11 +84,6 @@ def _save_arrays(out_dir, evidence: dict[int, Any]) -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(out_dir / ARRAYS_FILE, buf.getvalue())
-
-
-def interpret_applies(run: RunDirectory) -> bool:
-    cfg = run.config.interpret
-    return cfg is not None and cfg.enabled
 
 
 def check_interpret_config(config) -> None:

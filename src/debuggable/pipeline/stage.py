@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from debuggable.run import RunDirectory
+
+if TYPE_CHECKING:
+    import torch
+
+
+class Deferred:
+    """A function named ``"package.module:function"``, imported at its first call.
+
+    The stage table names every stage's work and checks this way, so that reading it
+    (``debuggable status``, ``--help``) imports neither torch nor the methods.
+    """
+
+    def __init__(self, target: str):
+        self.target = target
+        self._fn: Callable[..., Any] | None = None
+
+    def resolve(self) -> Callable[..., Any]:
+        if self._fn is None:
+            module, name = self.target.split(":")
+            self._fn = getattr(importlib.import_module(module), name)
+        return self._fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Deferred({self.target!r})"
 
 
 @dataclass

@@ -15,10 +15,6 @@ from debuggable.errors import DebuggableError
 from debuggable.pipeline.stage import StageContext
 from debuggable.run import RunDirectory
 
-def studies_applies(run: RunDirectory) -> bool:
-    cfg = run.config.studies
-    return cfg is not None and cfg.enabled
-
 
 def check_studies_config(config) -> None:
     """Validate ``[studies]`` against the rest of the config (before anything is written)."""

@@ -25,27 +25,12 @@ from debuggable.models import (
     train_classifier,
 )
 from debuggable.pipeline.data_stage import build_data
+from debuggable.pipeline.roles import fine_tunes, is_user_model, model_roles, needs_training
 from debuggable.pipeline.stage import StageContext
 from debuggable.run import ModelConfig, RunConfig, RunDirectory
 
-TRAINABLE = {"small_cnn"}
 #: Attack used to compare the robustness of the trained models when the config names none.
 DEFAULT_ATTACK = {"norm": "l2", "eps": 1.0, "step_size": 0.25, "steps": 10}
-
-
-def model_roles(config: RunConfig) -> dict[str, ModelConfig]:
-    """Role name -> model config: ``inspected`` always, ``robust`` when configured."""
-    roles = {"inspected": config.model}
-    if config.robust_model is not None:
-        roles["robust"] = config.robust_model
-    return roles
-
-
-def needs_training(model: ModelConfig) -> bool:
-    """A built-in trainable kind without a saved ``path``, or a text encoder to fine-tune."""
-    from debuggable.pipeline.user_models import fine_tunes
-
-    return (model.kind in TRAINABLE and "path" not in model.params) or fine_tunes(model)
 
 
 def model_dir(run: RunDirectory, role: str) -> Path:
@@ -56,7 +41,6 @@ def train_config(model: ModelConfig, seed: int, device: str) -> TrainConfig:
     """The model's ``train`` table as a :class:`TrainConfig` (over the fine-tuning
     defaults for a text encoder), with the run's seed and device unless it names them."""
     from debuggable.models.finetune import fine_tune_config
-    from debuggable.pipeline.user_models import fine_tunes
 
     params = dict(model.train or {})
     params.setdefault("seed", seed)
@@ -136,7 +120,7 @@ def run_train_stage(run: RunDirectory, ctx: StageContext) -> tuple[dict[str, Any
     outputs: list[str] = []
     for role, model_cfg in model_roles(run.config).items():
         if not needs_training(model_cfg):
-            from debuggable.pipeline.user_models import describe_model, is_user_model
+            from debuggable.pipeline.user_models import describe_model
 
             summary["models"][role] = (describe_model(model_cfg) if is_user_model(model_cfg)
                                        else {"kind": model_cfg.kind, "trained": False})

@@ -14,14 +14,17 @@ and of the fine-tuned text model (``kind = "minilm"``, ``fine_tune = true``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from debuggable.errors import DebuggableError
-from debuggable.models import Backbone
-from debuggable.models.user_module import USER_KINDS, check_fits_data, user_backbone
+from debuggable.pipeline.roles import is_user_model, section_name
 from debuggable.run import ModelConfig, RunConfig, RunDirectory
+from debuggable.run.config import USER_MODEL_KINDS as USER_KINDS
+
+if TYPE_CHECKING:
+    from debuggable.models import Backbone
 
 #: settings of a [model] table and the kinds that use them
 _USED_BY = {
@@ -34,20 +37,6 @@ _USED_BY = {
     "image_size": USER_KINDS,
     "fine_tune": ("minilm",),
 }
-
-
-def section_name(role: str) -> str:
-    """``inspected`` -> ``model``, ``robust`` -> ``robust_model`` (the run.toml tables)."""
-    return "model" if role == "inspected" else f"{role}_model"
-
-
-def is_user_model(model: ModelConfig) -> bool:
-    return model.kind in USER_KINDS
-
-
-def fine_tunes(model: ModelConfig) -> bool:
-    """Whether the train stage fine-tunes this text model (``kind = "minilm"``, ``fine_tune = true``)."""
-    return model.kind == "minilm" and bool(model.fine_tune)
 
 
 def _prefixed(section: str, exc: DebuggableError) -> DebuggableError:
@@ -68,6 +57,8 @@ def check_unused_settings(role: str, model: ModelConfig) -> None:
 
 def _backbone(model: ModelConfig, root: Path | None, image_shape: tuple[int, ...],
               probe: bool = True) -> Backbone:
+    from debuggable.models.user_module import user_backbone
+
     return user_backbone(model.kind, channels=int(image_shape[0]), factory=model.factory, params=model.params,
                          weights=model.weights, path=model.path, layer=model.layer, mean=model.mean, std=model.std,
                          image_size=model.image_size, root=root, input_shape=tuple(image_shape) if probe else None)
@@ -100,6 +91,8 @@ def check_model_section(role: str, model: ModelConfig, config: RunConfig, root: 
     try:
         backbone = _backbone(model, root, tuple(splits.train.image_shape), probe=False)
         images, _ = splits.train.batch(np.arange(min(2, len(splits.train))))
+        from debuggable.models.user_module import check_fits_data
+
         out = check_fits_data(backbone, images)
     except DebuggableError as exc:
         raise _prefixed(section, exc) from None
@@ -168,13 +161,13 @@ def model_files_digest(run: RunDirectory, sections: tuple[str, ...]) -> str | No
     user's model into the same ``weights.pt`` must still make the stages that read it
     stale.
     """
-    from debuggable.models.user_module import resolve_path
-
     parts = []
     for role, key in (("inspected", "model"), ("robust", "robust_model")):
         model = getattr(run.config, key, None)
         if key not in sections or model is None or not is_user_model(model):
             continue
+        from debuggable.models.user_module import resolve_path
+
         name = model.weights if model.kind == "module" else model.path
         if name is not None:
             parts.append(f"{role}:{_file_digest(resolve_path(name, run.path))}")

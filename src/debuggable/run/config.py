@@ -42,6 +42,10 @@ class DataConfig(_Section):
     bugs: list[BugConfig] = Field(default_factory=list)
 
 
+#: ``[model] kind`` values that name a user's own network rather than a built-in backbone.
+USER_MODEL_KINDS = ("module", "exported")
+
+
 class ModelConfig(_Section):
     """A model: ``kind`` names a backbone in ``debuggable.models.load_backbone``.
 

@@ -109,7 +109,7 @@ def create_studies(run: RunDirectory, *, device, log: Callable[[str], None] = pr
     made, skipped = [], {}
     summary_studies: dict[str, Any] = {}
     checks = max(4, 2 * cfg.checks_per_annotator)
-    from debuggable.pipeline.failures_stage import failures_applies
+    from debuggable.pipeline.registry import failures_applies
 
     with one_cpu_thread(source.device):
         for kind in tqdm(cfg.kinds, desc="studies", disable=not progress, leave=False):

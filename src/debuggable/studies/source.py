@@ -114,7 +114,7 @@ class RunSource:
 
     # -- stores -------------------------------------------------------------------------
     def roles(self) -> list[str]:
-        from debuggable.pipeline.train_stage import model_roles
+        from debuggable.pipeline.roles import model_roles
 
         return list(model_roles(self.run.config))
 
